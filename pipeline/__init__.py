@@ -1,0 +1,1 @@
+"""VPR Sweep: reproducible experiment sweeps for visual place recognition."""

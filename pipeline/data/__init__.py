@@ -1,0 +1,1 @@
+"""Dataset formats, the embedded data generator, loaders and checks."""

@@ -1,0 +1,200 @@
+"""PyTorch datasets: training places (K views of one place) with a P-places sampler, and evaluation splits.
+
+Images are returned as uint8 CHW tensors, resized on the loader workers; conversion to float and
+ImageNet normalisation happen on the device (`pipeline.data.transforms.normalize`), so a GPU
+receives a quarter of the bytes and the workers skip a float pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset, Sampler
+
+from pipeline.data.index import EvalSplitIndex, index_eval_split, index_training_set
+
+INTERPOLATIONS = {
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "nearest": Image.Resampling.NEAREST,
+    "lanczos": Image.Resampling.LANCZOS,
+}
+
+
+class ImageLoadError(OSError):
+    """An image file could not be read; the message names the file."""
+
+
+def load_image(path: str | Path, size: tuple[int, int] | None,
+               interpolation: str = "bilinear") -> torch.Tensor:
+    """Read an image as RGB, resize to `size` (height, width) and return a uint8 CHW tensor.
+
+    Raises ImageLoadError naming the file for missing, zero-byte, truncated or corrupt images:
+    a broken sample must never reach a batch.
+    """
+    path = Path(path)
+    try:
+        with Image.open(path) as img:
+            img.load()  # force decoding now so truncation is detected here
+            img = img.convert("RGB")
+            if size is not None and (img.height, img.width) != tuple(size):
+                img = img.resize((size[1], size[0]), INTERPOLATIONS[interpolation])
+            array = np.asarray(img, dtype=np.uint8)
+    except (OSError, ValueError, Image.DecompressionBombError) as err:
+        raise ImageLoadError(f"{path}: cannot read image ({err})") from None
+    return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
+
+
+class TrainPlacesDataset(Dataset):
+    """Places of a GSV-XS / GSV-Cities training set; an item is K images of one place.
+
+    Items are addressed by `(place_index, draw_seed)` pairs produced by `PlaceBatchSampler`, so
+    which K views are drawn depends only on the seed, never on worker count or global RNG state.
+    """
+
+    def __init__(self, root: str | Path, images_per_place: int = 4, min_images_per_place: int = 4,
+                 cities: Sequence[str] | None = None, image_size: tuple[int, int] = (320, 320),
+                 interpolation: str = "bilinear", parameter: str = "data.train_root") -> None:
+        if images_per_place < 1:
+            raise ValueError(f"images_per_place must be >= 1, got {images_per_place}")
+        manifest = index_training_set(root, parameter)
+        if cities:
+            unknown = sorted(set(cities) - set(manifest["city"]))
+            if unknown:
+                raise ValueError(f"data.cities: {unknown} not found under '{root}'; available: "
+                                 f"{sorted(manifest['city'].unique())}")
+            manifest = manifest[manifest["city"].isin(list(cities))]
+        groups = manifest.groupby(["city", "place_id"], sort=True)["path"].apply(list)
+        groups = groups[groups.apply(len) >= max(min_images_per_place, images_per_place)]
+        if len(groups) == 0:
+            raise ValueError(f"{parameter}: no place under '{root}' has at least "
+                             f"{max(min_images_per_place, images_per_place)} images")
+        self.root = Path(root)
+        self.place_keys: list[tuple[str, int]] = list(groups.index)
+        self.place_images: list[list[str]] = [sorted(v) for v in groups.values]
+        self.images_per_place = images_per_place
+        self.image_size = tuple(image_size)
+        self.interpolation = interpolation
+
+    def __len__(self) -> int:
+        return len(self.place_images)
+
+    @property
+    def num_images(self) -> int:
+        return sum(len(v) for v in self.place_images)
+
+    def __getitem__(self, item: tuple[int, int] | int) -> tuple[torch.Tensor, torch.Tensor]:
+        place, draw_seed = item if isinstance(item, tuple) else (item, item)
+        paths = self.place_images[place]
+        rng = np.random.default_rng(draw_seed)
+        chosen = rng.choice(len(paths), size=self.images_per_place, replace=False)
+        images = torch.stack([load_image(paths[i], self.image_size, self.interpolation) for i in chosen])
+        labels = torch.full((self.images_per_place,), place, dtype=torch.long)
+        return images, labels
+
+    def __repr__(self) -> str:
+        cities = sorted({c for c, _ in self.place_keys})
+        return (f"TrainPlacesDataset({self.root}: {len(self)} places, {self.num_images} images, "
+                f"{len(cities)} cities, K={self.images_per_place}, size={self.image_size})")
+
+
+class PlaceBatchSampler(Sampler[list[tuple[int, int]]]):
+    """Batches of P distinct places, reshuffled each epoch, deterministic in (seed, epoch).
+
+    Yields lists of `(place_index, draw_seed)`. An epoch is one pass over the places in full
+    batches unless `batches_per_epoch` is set, in which case passes repeat as needed.
+    """
+
+    def __init__(self, num_places: int, places_per_batch: int, seed: int = 0,
+                 batches_per_epoch: int | None = None) -> None:
+        if places_per_batch > num_places:
+            raise ValueError(f"training.places_per_batch={places_per_batch} exceeds the "
+                             f"{num_places} places available in the training set")
+        self.num_places = num_places
+        self.places_per_batch = places_per_batch
+        self.seed = seed
+        self.batches_per_epoch = batches_per_epoch
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose shuffle to produce (call before iterating)."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.batches_per_epoch or self.num_places // self.places_per_batch
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        rng = np.random.default_rng([self.seed, self.epoch])
+        produced, order, cursor = 0, rng.permutation(self.num_places), 0
+        while produced < len(self):
+            if cursor + self.places_per_batch > len(order):
+                order, cursor = rng.permutation(self.num_places), 0
+            places = order[cursor:cursor + self.places_per_batch]
+            cursor += self.places_per_batch
+            draws = rng.integers(0, 2**62, size=len(places))
+            yield [(int(p), int(d)) for p, d in zip(places, draws)]
+            produced += 1
+
+
+def collate_places(batch: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack P items of K images into a flat (P*K, C, H, W) batch with place labels."""
+    images = torch.cat([b[0] for b in batch])
+    labels = torch.cat([b[1] for b in batch])
+    return images, labels
+
+
+class EvalDataset(Dataset):
+    """Database then queries of one evaluation split, with each query's positives.
+
+    `ds[i]` is `(uint8 image CHW, i)`; indices below `num_database` are database images.
+    """
+
+    def __init__(self, split_dir: str | Path, image_size: tuple[int, int] | None = (320, 320),
+                 interpolation: str = "bilinear", radius: float = 25.0,
+                 parameter: str = "dataset") -> None:
+        if interpolation not in INTERPOLATIONS:
+            raise ValueError(f"interpolation '{interpolation}' is not one of {sorted(INTERPOLATIONS)}")
+        self.index: EvalSplitIndex = index_eval_split(split_dir, radius, parameter)
+        self.image_size = None if image_size is None else tuple(image_size)
+        self.interpolation = interpolation
+
+    @property
+    def name(self) -> str:
+        return self.index.name
+
+    @property
+    def database_paths(self) -> list[Path]:
+        return self.index.database_paths
+
+    @property
+    def query_paths(self) -> list[Path]:
+        return self.index.query_paths
+
+    @property
+    def positives(self) -> list[np.ndarray]:
+        return self.index.positives
+
+    @property
+    def num_database(self) -> int:
+        return len(self.index.database_paths)
+
+    @property
+    def num_queries(self) -> int:
+        return len(self.index.query_paths)
+
+    def __len__(self) -> int:
+        return self.num_database + self.num_queries
+
+    def path(self, i: int) -> Path:
+        return self.database_paths[i] if i < self.num_database else self.query_paths[i - self.num_database]
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        return load_image(self.path(i), self.image_size, self.interpolation), i
+
+    def __repr__(self) -> str:
+        return (f"EvalDataset({self.name}: {self.num_database} database, {self.num_queries} queries, "
+                f"size={self.image_size}, {self.interpolation})")

@@ -1,0 +1,31 @@
+"""Models: torchvision ResNet backbones (cut/frozen), aggregators, and `build_model`."""
+
+from pipeline.models.aggregators import AGGREGATORS, Aggregator, aggregator_defaults, build_aggregator
+from pipeline.models.backbones import (
+    BACKBONES,
+    IMAGENET_WEIGHTS,
+    PretrainedWeightsMismatch,
+    PretrainedWeightsNotFound,
+    ResNetBackbone,
+    build_backbone,
+    imagenet_weights_path,
+)
+from pipeline.models.model import VPRModel, build_model, describe_output_dims, output_dims_markdown
+
+__all__ = [
+    "AGGREGATORS",
+    "BACKBONES",
+    "IMAGENET_WEIGHTS",
+    "Aggregator",
+    "PretrainedWeightsMismatch",
+    "PretrainedWeightsNotFound",
+    "ResNetBackbone",
+    "VPRModel",
+    "aggregator_defaults",
+    "build_aggregator",
+    "build_backbone",
+    "build_model",
+    "describe_output_dims",
+    "imagenet_weights_path",
+    "output_dims_markdown",
+]

@@ -1,0 +1,227 @@
+"""Torchvision ResNet backbones, cut and frozen GSV-Cities style, with offline-only weights.
+
+A backbone maps images (B, 3, H, W) to a feature map (B, C, H/s, W/s). Its submodules keep
+torchvision's names (`conv1`, `bn1`, `layer1`, ...), so a torchvision state dict loads as is.
+
+- `layers_to_crop`: which of layer3/layer4 to remove (GSV-Cities semantics). `[4]` cuts after
+  layer3 (ResNet-18/34: 256 channels, stride 16), `[3, 4]` cuts after layer2 (128 ch, stride 8),
+  `[]` keeps everything (512 ch, stride 32). ResNet-50 has 4x the channels. `fc` and `avgpool`
+  are always removed. Cropping layer3 alone is refused: layer4 consumes layer3's output.
+- `layers_to_freeze`: N in 0..4. 0 trains everything; N >= 1 freezes the stem (conv1 + bn1) and
+  layer1..layerN, so 2 freezes conv1, bn1, layer1, layer2 as in GSV-Cities. (GSV-Cities also
+  freezes the stem at 0; here 0 means nothing frozen, so every setting is expressible.) Frozen
+  modules get requires_grad False and stay in eval mode under `train()`, so the running stats of
+  their BatchNorms do not move.
+- `pretrained`: "imagenet" reads torchvision's IMAGENET1K_V1 file from the local torch hub cache
+  only (never downloads), a path loads that state dict, "none" is random init.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+import torchvision
+from torch import nn
+
+# name -> constructor, and name -> ImageNet weights. V1 for every depth: the weights the
+# GSV-Cities / MixVPR line of work started from (`pretrained=True` in older torchvision).
+BACKBONES: dict[str, Callable[..., torchvision.models.ResNet]] = {
+    "resnet18": torchvision.models.resnet18,
+    "resnet34": torchvision.models.resnet34,
+    "resnet50": torchvision.models.resnet50,
+}
+IMAGENET_WEIGHTS: dict[str, torchvision.models.WeightsEnum] = {
+    "resnet18": torchvision.models.ResNet18_Weights.IMAGENET1K_V1,
+    "resnet34": torchvision.models.ResNet34_Weights.IMAGENET1K_V1,
+    "resnet50": torchvision.models.ResNet50_Weights.IMAGENET1K_V1,
+}
+
+_CROPPABLE = (3, 4)
+_LAYERS = ("layer1", "layer2", "layer3", "layer4")
+_STEM = ("conv1", "bn1")
+_PROBE_SIZE = (64, 64)  # small dummy input to measure channels and stride
+
+
+class PretrainedWeightsNotFound(FileNotFoundError):
+    """Pretrained weights are not on disk; the message says where to put them."""
+
+
+class PretrainedWeightsMismatch(ValueError):
+    """A weights file does not fit the backbone (missing/unexpected keys or wrong shapes)."""
+
+
+def imagenet_weights_path(name: str) -> Path:
+    """Where the ImageNet weights of backbone `name` are expected: the torch hub cache.
+
+    `torch.hub.get_dir()/checkpoints/<file name of torchvision's weights URL>`; honours
+    TORCH_HOME at call time.
+    """
+    _check_name(name)
+    url = IMAGENET_WEIGHTS[name].url
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
+
+
+def _check_name(name: str) -> None:
+    if name not in BACKBONES:
+        raise ValueError(f"unknown backbone {name!r}; valid backbones: {', '.join(BACKBONES)}")
+
+
+def _check_crop(layers_to_crop: Sequence[int]) -> tuple[int, ...]:
+    if isinstance(layers_to_crop, (str, bytes)) or not isinstance(layers_to_crop, Sequence):
+        raise ValueError(f"layers_to_crop must be a list of layer indices among {list(_CROPPABLE)},"
+                         f" got {layers_to_crop!r}")
+    bad = [x for x in layers_to_crop if isinstance(x, bool) or x not in _CROPPABLE]
+    if bad:
+        raise ValueError(f"layers_to_crop may only contain {list(_CROPPABLE)}, got {list(layers_to_crop)}")
+    crop = tuple(sorted(set(layers_to_crop)))
+    if 3 in crop and 4 not in crop:
+        raise ValueError("layers_to_crop=[3] is invalid: layer4 consumes layer3's output; "
+                         "use [4] (cut after layer3) or [3, 4] (cut after layer2)")
+    return crop
+
+
+class ResNetBackbone(nn.Module):
+    """A torchvision ResNet without avgpool/fc and without the cropped layers.
+
+    Attributes: `name`, `layers_to_crop`, `layers_to_freeze`, `out_channels` and `stride`
+    (both measured with a dummy forward, not inferred from the name).
+    """
+
+    def __init__(self, name: str, resnet: torchvision.models.ResNet, layers_to_crop: Sequence[int] = (4,),
+                 layers_to_freeze: int = 0) -> None:
+        super().__init__()
+        self.name = name
+        self.layers_to_crop = _check_crop(layers_to_crop)
+        # Same attribute names as torchvision so state dict keys match the published files.
+        self.conv1, self.bn1, self.relu, self.maxpool = resnet.conv1, resnet.bn1, resnet.relu, resnet.maxpool
+        self.layer_names = tuple(n for i, n in enumerate(_LAYERS, start=1) if i not in self.layers_to_crop)
+        for layer in self.layer_names:
+            setattr(self, layer, getattr(resnet, layer))
+
+        if isinstance(layers_to_freeze, bool) or not isinstance(layers_to_freeze, int) \
+                or not 0 <= layers_to_freeze <= len(self.layer_names):
+            raise ValueError(f"layers_to_freeze must be an int in 0..{len(self.layer_names)} for {name} "
+                             f"with layers_to_crop={list(self.layers_to_crop)} (kept: "
+                             f"{', '.join(self.layer_names)}), got {layers_to_freeze!r}")
+        self.layers_to_freeze = layers_to_freeze
+        self.frozen_modules: tuple[str, ...] = (_STEM + self.layer_names[:layers_to_freeze]
+                                                if layers_to_freeze else ())
+        for module_name in self.frozen_modules:
+            getattr(self, module_name).requires_grad_(False)
+
+        channels, height, _ = self.feature_shape(_PROBE_SIZE)
+        self.out_channels: int = channels
+        self.stride: int = _PROBE_SIZE[0] // height
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Images (B, 3, H, W) -> feature map (B, out_channels, H/stride, W/stride)."""
+        x = self.maxpool(self.relu(self.bn1(self.conv1(images))))
+        for layer in self.layer_names:
+            x = getattr(self, layer)(x)
+        return x
+
+    def train(self, mode: bool = True) -> ResNetBackbone:
+        """Set train/eval mode, keeping frozen modules in eval so their BatchNorm stats stay put."""
+        super().train(mode)
+        for module_name in self.frozen_modules:
+            getattr(self, module_name).eval()
+        return self
+
+    @torch.no_grad()
+    def feature_shape(self, image_size: Sequence[int]) -> tuple[int, int, int]:
+        """(C, H, W) of the feature map for images of `image_size` (height, width).
+
+        Runs one dummy forward in eval mode and restores every submodule's mode afterwards.
+        """
+        modes = {m: m.training for m in self.modules()}
+        param = next(self.parameters())
+        try:
+            self.eval()
+            dummy = torch.zeros(1, 3, int(image_size[0]), int(image_size[1]), device=param.device,
+                                dtype=param.dtype)
+            try:
+                out = self(dummy)
+            except RuntimeError as err:
+                raise ValueError(f"image_size {tuple(image_size)} is too small for {self.name}: {err}") from err
+        finally:
+            for module, training in modes.items():
+                module.training = training
+        return int(out.shape[1]), int(out.shape[2]), int(out.shape[3])
+
+    def extra_repr(self) -> str:
+        return (f"name={self.name}, layers_to_crop={list(self.layers_to_crop)}, "
+                f"layers_to_freeze={self.layers_to_freeze}, out_channels={self.out_channels}, "
+                f"stride={self.stride}")
+
+
+def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # unpickling errors come in many types; all mean "not a weights file"
+        raise PretrainedWeightsMismatch(f"cannot read weights file {path}: {err}") from err
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]  # a checkpoint wrapping the weights
+    if not isinstance(state, dict):
+        raise PretrainedWeightsMismatch(f"weights file {path} does not hold a state dict "
+                                        f"(got {type(state).__name__})")
+    return state
+
+
+def _apply_weights(backbone: ResNetBackbone, state: dict[str, torch.Tensor], path: Path) -> None:
+    """Load `state` into the kept modules; keys of removed modules (fc, cropped layers) are ignored."""
+    removed = ("fc.",) + tuple(f"{_LAYERS[i - 1]}." for i in backbone.layers_to_crop)
+    kept = {k: v for k, v in state.items() if not k.startswith(removed)}
+    own = backbone.state_dict()
+    missing = sorted(set(own) - set(kept))
+    unexpected = sorted(set(kept) - set(own))
+    wrong_shape = [f"{k}: file {tuple(kept[k].shape)} vs model {tuple(own[k].shape)}"
+                   for k in sorted(set(own) & set(kept)) if tuple(kept[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or wrong_shape:
+        def head(items: list[str]) -> str:
+            return ", ".join(items[:5]) + (f" (+{len(items) - 5} more)" if len(items) > 5 else "")
+        parts = [f"{label} {len(items)}: {head(items)}" for label, items in
+                 (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", wrong_shape))
+                 if items]
+        raise PretrainedWeightsMismatch(f"weights file {path} does not match backbone {backbone.name} "
+                                        f"(torchvision key names expected): " + "; ".join(parts))
+    backbone.load_state_dict(kept, strict=True)
+
+
+def build_backbone(name: str = "resnet18", pretrained: str | os.PathLike = "imagenet",
+                   layers_to_crop: Sequence[int] = (4,), layers_to_freeze: int = 0) -> ResNetBackbone:
+    """Build a cut/frozen ResNet backbone.
+
+    `pretrained`: "imagenet" (local torch hub cache only), "none", or a path to a .pth state dict
+    with torchvision key names. Raises ValueError for an unknown name or invalid crop/freeze,
+    PretrainedWeightsNotFound when the weights file is absent, PretrainedWeightsMismatch when it
+    does not fit.
+    """
+    _check_name(name)
+    if pretrained == "imagenet":
+        path: Path | None = imagenet_weights_path(name)
+        if not path.is_file():
+            raise PretrainedWeightsNotFound(
+                f"ImageNet weights for {name} not found at {path} (this pipeline never downloads). "
+                f"On a machine with internet fetch {IMAGENET_WEIGHTS[name].url} and put it at {path} "
+                f"(or set TORCH_HOME so that <TORCH_HOME>/hub/checkpoints/ holds it), pass pretrained: "
+                f"<path to a .pth state dict>, or use pretrained: none for random initialisation.")
+    elif pretrained == "none":
+        path = None
+    elif isinstance(pretrained, (str, os.PathLike)) and str(pretrained):
+        path = Path(pretrained).expanduser()
+        if not path.is_file():
+            raise PretrainedWeightsNotFound(
+                f"pretrained weights file {path} for {name} not found; give an existing .pth state dict, "
+                f"pretrained: imagenet (torch hub cache), or pretrained: none for random initialisation.")
+    else:
+        raise ValueError(f"pretrained must be 'imagenet', 'none' or a path to a .pth file, got {pretrained!r}")
+
+    # Load the file before cutting: a bad file should fail before any module surgery.
+    state = _load_state_dict(path) if path is not None else None
+    backbone = ResNetBackbone(name, BACKBONES[name](weights=None), layers_to_crop, layers_to_freeze)
+    if state is not None:
+        _apply_weights(backbone, state, path)
+    return backbone

@@ -1,0 +1,102 @@
+"""VPRModel = backbone + aggregator, and `build_model`, the one entry point the trainer uses."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from pipeline.models.aggregators import AGGREGATORS, Aggregator, aggregator_defaults, build_aggregator
+from pipeline.models.backbones import ResNetBackbone, build_backbone
+
+
+class VPRModel(nn.Module):
+    """Images (B, 3, H, W) -> L2-normalised float32 descriptors (B, descriptor_dim).
+
+    `feature_shape` is the backbone's (C, H, W) output for `image_size`, measured at build time.
+    """
+
+    def __init__(self, backbone: ResNetBackbone, aggregator: Aggregator, feature_shape: tuple[int, int, int],
+                 image_size: tuple[int, int]) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.aggregator = aggregator
+        self.feature_shape = tuple(feature_shape)
+        self.image_size = tuple(image_size)
+        self.descriptor_dim: int = aggregator.out_dim
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) images -> (B, descriptor_dim) unit-norm float32 descriptors."""
+        return self.aggregator(self.backbone(images))
+
+    def extra_repr(self) -> str:
+        c, h, w = self.feature_shape
+        return (f"backbone={self.backbone.name} (crop {list(self.backbone.layers_to_crop)}, "
+                f"freeze {self.backbone.layers_to_freeze}), image={self.image_size[0]}x{self.image_size[1]}, "
+                f"feature_map={c}x{h}x{w}, aggregator={self.aggregator.name}, descriptor_dim={self.descriptor_dim}")
+
+    def __repr__(self) -> str:
+        # One line: the full module tree is a print(model.backbone) away.
+        return f"VPRModel({self.extra_repr()})"
+
+
+def _check_image_size(image_size: Sequence[int]) -> tuple[int, int]:
+    if isinstance(image_size, (str, bytes)) or not isinstance(image_size, Sequence) or len(image_size) != 2 \
+            or any(isinstance(s, bool) or not isinstance(s, int) or s <= 0 for s in image_size):
+        raise ValueError(f"image_size must be [height, width] of positive ints, got {image_size!r}")
+    return int(image_size[0]), int(image_size[1])
+
+
+def build_model(backbone: str = "resnet18", pretrained: str | os.PathLike = "imagenet",
+                layers_to_crop: Sequence[int] = (4,), layers_to_freeze: int = 0, aggregator: str = "avg",
+                aggregator_params: Mapping[str, Any] | None = None,
+                image_size: tuple[int, int] = (320, 320)) -> VPRModel:
+    """Build backbone and aggregator; the aggregator is sized from a dummy forward at `image_size`.
+
+    Errors (ValueError, PretrainedWeightsNotFound, PretrainedWeightsMismatch) are raised here,
+    before any training, and name the offending setting. `aggregator_params` is not modified.
+    """
+    size = _check_image_size(image_size)
+    if aggregator not in AGGREGATORS:  # before the backbone: fail fast and cheaply
+        raise ValueError(f"unknown aggregator {aggregator!r}; valid aggregators: {', '.join(AGGREGATORS)}")
+    net = build_backbone(backbone, pretrained, layers_to_crop, layers_to_freeze)
+    c, h, w = net.feature_shape(size)
+    agg = build_aggregator(aggregator, c, h, w, aggregator_params)
+    return VPRModel(net, agg, (c, h, w), size)
+
+
+def describe_output_dims(image_size: tuple[int, int] = (320, 320), backbone: str = "resnet18",
+                         layers_to_crop: Sequence[int] = (4,)) -> list[dict[str, Any]]:
+    """Descriptor size of every aggregator with default params on `backbone` cut per `layers_to_crop`.
+
+    Rows: aggregator, params (defaults), feature_map "CxHxW", descriptor_dim (checked with a forward
+    on a dummy feature map), trainable_params of the aggregator. Random weights; nothing is loaded.
+    """
+    size = _check_image_size(image_size)
+    net = build_backbone(backbone, "none", layers_to_crop, 0)
+    c, h, w = net.feature_shape(size)
+    rows = []
+    for name in AGGREGATORS:
+        agg = build_aggregator(name, c, h, w)
+        with torch.no_grad():
+            dim = agg(torch.rand(1, c, h, w)).shape[1]
+        if dim != agg.out_dim:  # guards the out_dim formula against the real computation
+            raise AssertionError(f"{name}: out_dim {agg.out_dim} but forward gives {dim}")
+        rows.append({"aggregator": name, "params": aggregator_defaults(name), "feature_map": f"{c}x{h}x{w}",
+                     "descriptor_dim": dim, "trainable_params": sum(p.numel() for p in agg.parameters())})
+    return rows
+
+
+def output_dims_markdown(image_size: tuple[int, int] = (320, 320), backbone: str = "resnet18",
+                         layers_to_crop: Sequence[int] = (4,)) -> str:
+    """`describe_output_dims` as a Markdown table (used to write docs/models.md)."""
+    lines = ["| aggregator | default params | feature map | descriptor dim | aggregator params |",
+             "|---|---|---|---|---|"]
+    for row in describe_output_dims(image_size, backbone, layers_to_crop):
+        params = ", ".join(f"{k}={v}" for k, v in row["params"].items()) or "-"
+        lines.append(f"| {row['aggregator']} | {params} | {row['feature_map']} | {row['descriptor_dim']} "
+                     f"| {row['trainable_params']:,} |")
+    return "\n".join(lines)
