@@ -67,7 +67,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from pipeline.training.evaluate_checkpoint import evaluate_checkpoint
+    from pipeline.evaluation.from_checkpoint import evaluate_checkpoint
 
     result = evaluate_checkpoint(args.checkpoint, args.dataset, out_dir=args.out, device=args.device,
                                  resize=args.resize, interpolation=args.interpolation,

@@ -68,8 +68,7 @@ def knn_search(database: ArrayLike, queries: ArrayLike, k: int,
         k = n_db
     k = int(k)
 
-    if backend == "auto":
-        backend = "torch" if (db.is_cuda or q.is_cuda) else "faiss"
+    backend = resolve_backend(backend, db, q)
     if backend == "torch":
         device = db.device if db.is_cuda else q.device
         db, q = db.to(device), q.to(device)
@@ -87,6 +86,16 @@ def knn_search(database: ArrayLike, queries: ArrayLike, k: int,
         cand_scores, cand_idx = _torch_candidates(db, q, n_candidates)
     scores, indices = _canonical_top_k(db, q, cand_scores, cand_idx, k)
     return scores.cpu().numpy(), indices.cpu().numpy()
+
+
+def resolve_backend(backend: str, *descriptors: ArrayLike) -> str:
+    """The backend `knn_search` uses for these inputs: "auto" means torch for CUDA tensors, else faiss."""
+    if backend not in BACKENDS:
+        raise ValueError(f"knn backend '{backend}' is not one of {list(BACKENDS)}")
+    if backend != "auto":
+        return backend
+    on_cuda = any(isinstance(d, torch.Tensor) and d.is_cuda for d in descriptors)
+    return "torch" if on_cuda else "faiss"
 
 
 def _as_float32_tensor(x: ArrayLike, name: str) -> torch.Tensor:

@@ -93,7 +93,7 @@ def describe_output_dims(image_size: tuple[int, int] = (320, 320), backbone: str
 def output_dims_markdown(image_size: tuple[int, int] = (320, 320), backbone: str = "resnet18",
                          layers_to_crop: Sequence[int] = (4,)) -> str:
     """`describe_output_dims` as a Markdown table (used to write docs/models.md)."""
-    lines = ["| aggregator | default params | feature map | descriptor dim | aggregator params |",
+    lines = ["| aggregator | default params | feature map | descriptor dim | trainable params |",
              "|---|---|---|---|---|"]
     for row in describe_output_dims(image_size, backbone, layers_to_crop):
         params = ", ".join(f"{k}={v}" for k, v in row["params"].items()) or "-"

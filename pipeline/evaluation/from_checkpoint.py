@@ -1,0 +1,42 @@
+"""`vpr evaluate`: load a trained checkpoint and evaluate it on one split."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pipeline.config import config_from_dict
+from pipeline.data.datasets import EvalDataset
+from pipeline.evaluation.results import evaluate
+from pipeline.training.checkpoints import load_checkpoint
+from pipeline.training.reproducibility import resolve_device, resolve_precision
+from pipeline.training.trainer import model_from_config
+
+
+def evaluate_checkpoint(checkpoint: str | Path, dataset: str | Path, out_dir: str | Path | None = None,
+                        device: str = "auto", resize: tuple[int, int] | None = None,
+                        interpolation: str | None = None, batch_size: int = 64, num_workers: int = 0,
+                        progress: bool = True) -> dict[str, Any]:
+    """Evaluate `checkpoint` (best.pt or last.pt of a run) on the split folder `dataset`.
+
+    The resize policy defaults to the run config's `evaluation.resize`/`interpolation` and is
+    recorded with the result. Writes summary.json and predictions.npz to `out_dir` when given.
+    """
+    ckpt = load_checkpoint(checkpoint)
+    cfg = config_from_dict(ckpt["config"])
+    dev = resolve_device(device)
+    model = model_from_config(cfg, pretrained="none")
+    model.load_state_dict(ckpt["model"])
+    size = tuple(resize) if resize else tuple(cfg.evaluation.resize)
+    interp = interpolation or cfg.evaluation.interpolation
+    ds = EvalDataset(dataset, size, interp, cfg.evaluation.positive_radius_m, parameter="--dataset")
+    result = evaluate(model, ds, recall_at=cfg.evaluation.recall_at, top_k=cfg.evaluation.top_k,
+                      batch_size=batch_size, device=dev, num_workers=num_workers,
+                      precision=resolve_precision(cfg.training.precision, dev),
+                      resize={"size": list(size), "interpolation": interp}, progress=progress)
+    if out_dir:
+        result.save(out_dir)
+    summary = result.to_dict()
+    summary["checkpoint"] = str(checkpoint)
+    summary["epoch"] = ckpt.get("epoch")
+    return summary

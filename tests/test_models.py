@@ -1,0 +1,296 @@
+"""Backbones (crop/freeze/weights), aggregators and build_model. Small images, no downloads."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision
+
+from pipeline.models import (
+    AGGREGATORS,
+    IMAGENET_WEIGHTS,
+    PretrainedWeightsMismatch,
+    PretrainedWeightsNotFound,
+    aggregator_defaults,
+    build_aggregator,
+    build_backbone,
+    build_model,
+    describe_output_dims,
+    imagenet_weights_path,
+    output_dims_markdown,
+)
+
+SIZE = (64, 64)
+
+
+@pytest.fixture(autouse=True)
+def _no_hub_cache(tmp_path, monkeypatch):
+    # An empty TORCH_HOME per test: "imagenet" can never pick up a real cache, and nothing downloads.
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+
+
+# ---------------------------------------------------------------- backbones
+
+
+@pytest.mark.parametrize("name", ["resnet18", "resnet34"])
+@pytest.mark.parametrize("crop, channels, stride", [([], 512, 32), ([4], 256, 16), ([3, 4], 128, 8)])
+def test_backbone_channels_and_stride(name, crop, channels, stride):
+    net = build_backbone(name, "none", crop)
+    assert (net.out_channels, net.stride) == (channels, stride)
+    out = net(torch.rand(2, 3, *SIZE))
+    assert out.shape == (2, channels, SIZE[0] // stride, SIZE[1] // stride)
+    assert not hasattr(net, "fc") and not hasattr(net, "avgpool")
+    assert all(hasattr(net, f"layer{i}") == (i not in crop) for i in range(1, 5))
+
+
+def test_resnet50_cut_after_layer3():
+    net = build_backbone("resnet50", "none", [4])
+    assert (net.out_channels, net.stride) == (1024, 16)
+    assert net.feature_shape((96, 64)) == (1024, 6, 4)
+
+
+def test_backbone_errors_list_choices():
+    with pytest.raises(ValueError, match="resnet18, resnet34, resnet50"):
+        build_backbone("vgg16", "none")
+    with pytest.raises(ValueError, match="layer4 consumes layer3"):
+        build_backbone("resnet18", "none", [3])
+    with pytest.raises(ValueError, match=r"layers_to_crop may only contain \[3, 4\]"):
+        build_backbone("resnet18", "none", [2])
+    with pytest.raises(ValueError, match=r"0\.\.3"):
+        build_backbone("resnet18", "none", [4], layers_to_freeze=4)
+    with pytest.raises(ValueError, match="pretrained must be"):
+        build_backbone("resnet18", "")
+
+
+def test_freeze_sets_requires_grad():
+    net = build_backbone("resnet18", "none", [], layers_to_freeze=2)
+    frozen = ("conv1.", "bn1.", "layer1.", "layer2.")
+    for key, param in net.named_parameters():
+        assert param.requires_grad == (not key.startswith(frozen)), key
+    assert all(p.requires_grad for p in build_backbone("resnet18", "none", [4], 0).parameters())
+
+
+def test_frozen_batchnorm_stats_do_not_move():
+    net = build_backbone("resnet18", "none", [4], layers_to_freeze=1).train()
+    before = {k: v.clone() for k, v in net.state_dict().items() if "running_mean" in k}
+    net(torch.rand(2, 3, *SIZE) * 5 + 1)
+    after = net.state_dict()
+    for key, value in before.items():
+        moved = not torch.equal(value, after[key])
+        assert moved == key.startswith(("layer2.", "layer3.")), key
+    assert not net.bn1.training and not net.layer1.training and net.layer2.training
+
+
+def test_feature_shape_keeps_modes_and_stats():
+    net = build_backbone("resnet18", "none", [4]).train()
+    before = net.bn1.running_mean.clone()
+    assert net.feature_shape((128, 96)) == (256, 8, 6)
+    assert net.training and net.layer3.training
+    assert torch.equal(before, net.bn1.running_mean)
+
+
+# ---------------------------------------------------------------- pretrained weights
+
+
+def _random_state_dict(name="resnet18"):
+    torch.manual_seed(7)
+    state = torchvision.models.get_model(name, weights=None).state_dict()
+    return {k: torch.randn_like(v) if v.is_floating_point() else v for k, v in state.items()}
+
+
+def test_pretrained_from_explicit_path(tmp_path):
+    state = _random_state_dict()
+    path = tmp_path / "weights.pth"
+    torch.save(state, path)
+    net = build_backbone("resnet18", str(path), [4])
+    for key, value in net.state_dict().items():
+        assert torch.equal(value, state[key]), key
+    assert not any(k.startswith("layer4.") for k in net.state_dict())
+
+
+def test_pretrained_imagenet_from_hub_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    state = _random_state_dict()
+    file_name = os.path.basename(IMAGENET_WEIGHTS["resnet18"].url)
+    target = tmp_path / "hub" / "checkpoints" / file_name
+    assert imagenet_weights_path("resnet18") == target
+    target.parent.mkdir(parents=True)
+    torch.save(state, target)
+    model = build_model("resnet18", "imagenet", [4], aggregator="gem", image_size=SIZE)
+    assert torch.equal(model.backbone.layer3[1].conv2.weight, state["layer3.1.conv2.weight"])
+
+
+def test_missing_imagenet_weights_message(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    expected = tmp_path / "hub" / "checkpoints" / "resnet18-f37072fd.pth"
+    with pytest.raises(PretrainedWeightsNotFound) as info:
+        build_model("resnet18", "imagenet", image_size=SIZE)
+    message = str(info.value)
+    assert str(expected) in message
+    assert IMAGENET_WEIGHTS["resnet18"].url in message
+    assert "pretrained: none" in message
+    assert isinstance(info.value, FileNotFoundError)
+
+
+def test_missing_explicit_weights_file(tmp_path):
+    with pytest.raises(PretrainedWeightsNotFound, match="nope.pth"):
+        build_backbone("resnet18", str(tmp_path / "nope.pth"))
+
+
+def test_mismatched_weights_name_the_file(tmp_path):
+    path = tmp_path / "r34.pth"
+    torch.save(_random_state_dict("resnet34"), path)
+    with pytest.raises(PretrainedWeightsMismatch, match="r34.pth") as info:
+        build_backbone("resnet18", str(path))
+    assert "unexpected keys" in str(info.value)
+    path50 = tmp_path / "r50.pth"
+    torch.save(_random_state_dict("resnet50"), path50)
+    with pytest.raises(PretrainedWeightsMismatch, match="shape mismatches"):
+        build_backbone("resnet18", str(path50))
+    garbage = tmp_path / "garbage.pth"
+    garbage.write_bytes(b"not a checkpoint")
+    with pytest.raises(PretrainedWeightsMismatch, match="garbage.pth"):
+        build_backbone("resnet18", str(garbage))
+
+
+# ---------------------------------------------------------------- aggregators
+
+
+@pytest.mark.parametrize("name", list(AGGREGATORS))
+def test_aggregator_shape_norm_and_gradients(name):
+    torch.manual_seed(0)
+    agg = build_aggregator(name, 32, 4, 5)
+    x = torch.rand(2, 32, 4, 5, requires_grad=True)
+    out = agg(x)
+    assert out.shape == (2, agg.out_dim) and out.dtype == torch.float32
+    assert torch.allclose(out.norm(dim=1), torch.ones(2), atol=1e-5)
+    (out * torch.randn_like(out)).sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    for key, param in agg.named_parameters():
+        assert param.grad is not None, key
+
+
+def test_default_dims():
+    dims = {name: build_aggregator(name, 32, 4, 5).out_dim for name in AGGREGATORS}
+    assert dims == {"avg": 32, "gem": 32, "mixvpr": 512 * 4, "cosplace": 512, "convap": 512 * 2 * 2}
+
+
+def test_mixvpr_and_convap_dims_follow_params():
+    mix = build_aggregator("mixvpr", 16, 3, 3, {"out_channels": 8, "out_rows": 3, "mix_depth": 1, "mlp_ratio": 2})
+    assert mix.out_dim == 24 and mix(torch.rand(2, 16, 3, 3)).shape == (2, 24)
+    assert len(mix.mixers) == 1 and mix.mixers[0].mix[1].out_features == 18
+    conv = build_aggregator("convap", 16, 3, 3, {"out_channels": 8, "s1": 1, "s2": 3})
+    assert conv.out_dim == 24 and conv(torch.rand(2, 16, 3, 3)).shape == (2, 24)
+    cos = build_aggregator("cosplace", 16, 3, 3, {"out_dim": 10})
+    assert cos(torch.rand(2, 16, 3, 3)).shape == (2, 10)
+
+
+def test_mixvpr_refuses_other_feature_size():
+    mix = build_aggregator("mixvpr", 16, 3, 3)
+    with pytest.raises(ValueError, match="built for 3x3"):
+        mix(torch.rand(2, 16, 4, 4))
+
+
+def test_gem_p_is_learnable():
+    gem = build_aggregator("gem", 8, 2, 2, {"p": 2.5})
+    assert isinstance(gem.p, torch.nn.Parameter) and gem.p.requires_grad
+    assert gem.p.item() == pytest.approx(2.5)
+    assert any(p is gem.p for p in gem.parameters())
+    x = torch.rand(2, 8, 2, 2) + 0.1
+    expected = torch.nn.functional.normalize(x.pow(2.5).mean(dim=(2, 3)).pow(1 / 2.5), dim=1)
+    assert torch.allclose(gem(x), expected, atol=1e-6)
+
+
+def test_aggregator_errors():
+    with pytest.raises(ValueError, match="avg, gem, mixvpr, cosplace, convap"):
+        build_aggregator("netvlad", 8, 2, 2)
+    with pytest.raises(ValueError, match="'mixvpr' has no parameter.*out_dims.*valid parameters: out_channels"):
+        build_aggregator("mixvpr", 8, 2, 2, {"out_dims": 3})
+    with pytest.raises(ValueError, match="'avg' has no parameter.*valid parameters: none"):
+        build_aggregator("avg", 8, 2, 2, {"p": 3})
+    with pytest.raises(ValueError, match="'mixvpr': out_rows must be a positive int, got 0"):
+        build_aggregator("mixvpr", 8, 2, 2, {"out_rows": 0})
+    with pytest.raises(ValueError, match="'gem': p must be a positive number"):
+        build_aggregator("gem", 8, 2, 2, {"p": -1})
+    with pytest.raises(ValueError, match="'convap': s1"):
+        build_aggregator("convap", 8, 2, 2, {"s1": 1.5})
+    params = {"out_rows": 2}
+    build_aggregator("mixvpr", 8, 2, 2, params)
+    assert params == {"out_rows": 2}
+    assert aggregator_defaults("convap") == {"out_channels": 512, "s1": 2, "s2": 2}
+
+
+# ---------------------------------------------------------------- build_model
+
+
+@pytest.mark.parametrize("name", list(AGGREGATORS))
+def test_build_model_forward(name):
+    model = build_model("resnet18", "none", [4], 0, name, None, SIZE)
+    assert model.feature_shape == (256, 4, 4)
+    out = model(torch.rand(2, 3, *SIZE))
+    assert out.shape == (2, model.descriptor_dim) and out.dtype == torch.float32
+    assert torch.allclose(out.norm(dim=1), torch.ones(2), atol=1e-5)
+    text = repr(model)
+    assert "resnet18" in text and "256x4x4" in text and f"descriptor_dim={model.descriptor_dim}" in text
+
+
+def test_build_model_training_step_updates_only_trainable():
+    model = build_model("resnet18", "none", [3, 4], 1, "mixvpr", {"out_channels": 16, "out_rows": 2}, SIZE)
+    assert model.training and model.descriptor_dim == 32 and model.feature_shape == (128, 8, 8)
+    model.eval().train()  # the parent's train() must keep the frozen stem and layer1 in eval
+    assert not model.backbone.bn1.training and not model.backbone.layer1.training
+    assert model.backbone.layer2.training and model.aggregator.training
+    frozen_before = model.backbone.layer1[0].conv1.weight.clone()
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    loss = model(torch.rand(2, 3, *SIZE)).sum()
+    loss.backward()
+    opt.step()
+    assert torch.equal(frozen_before, model.backbone.layer1[0].conv1.weight)
+    assert model.aggregator.channel_proj.weight.grad is not None
+
+
+def test_build_model_errors():
+    with pytest.raises(ValueError, match="valid aggregators: avg, gem"):
+        build_model(pretrained="none", aggregator="vlad", image_size=SIZE)
+    with pytest.raises(ValueError, match="valid backbones"):
+        build_model(backbone="resnet101", pretrained="none", image_size=SIZE)
+    with pytest.raises(ValueError, match="image_size"):
+        build_model(pretrained="none", image_size=(64,))
+    with pytest.raises(ValueError, match="image_size"):
+        build_model(pretrained="none", image_size=(0, 64))
+
+
+def test_bf16_autocast_channels_last_cpu():
+    model = build_model("resnet18", "none", [4], 0, "mixvpr", {"out_channels": 32, "out_rows": 2}, SIZE)
+    model = model.to(memory_format=torch.channels_last).eval()
+    images = torch.rand(2, 3, *SIZE).to(memory_format=torch.channels_last)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(images)
+    assert out.dtype == torch.float32 and out.shape == (2, 64)
+    assert torch.allclose(out.norm(dim=1), torch.ones(2), atol=1e-5)
+    with torch.no_grad():
+        reference = model(images)
+    assert torch.nn.functional.cosine_similarity(out, reference).min() > 0.9
+    for name in ("avg", "gem", "cosplace", "convap"):
+        agg = build_aggregator(name, 16, 4, 4)
+        x = torch.rand(2, 16, 4, 4).to(memory_format=torch.channels_last)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            y = agg(x)
+        assert y.dtype == torch.float32 and torch.allclose(y.norm(dim=1), torch.ones(2), atol=1e-5)
+
+
+def test_describe_output_dims_resnet18_layer3():
+    rows = {row["aggregator"]: row for row in describe_output_dims((320, 320))}
+    assert set(rows) == set(AGGREGATORS)
+    assert all(row["feature_map"] == "256x20x20" for row in rows.values())
+    assert {k: r["descriptor_dim"] for k, r in rows.items()} == {
+        "avg": 256, "gem": 256, "mixvpr": 2048, "cosplace": 512, "convap": 2048}
+
+
+def test_docs_table_is_current():
+    docs = Path(__file__).resolve().parents[1] / "docs" / "models.md"
+    assert output_dims_markdown((320, 320)) in docs.read_text(encoding="utf-8"), \
+        "regenerate the table in docs/models.md with output_dims_markdown((320, 320))"
