@@ -125,6 +125,21 @@ def test_knn_tie_group_larger_than_candidate_list(backend: str) -> None:
     assert np.all(scores == scores[0, 0])
 
 
+def test_knn_near_ties_below_float32_noise() -> None:
+    # Rows that differ from one another by less than a float32 matmul's rounding error: the
+    # backends' raw float32 orders disagree, the canonical ranking must not.
+    rng = np.random.default_rng(6)
+    base = unit(rng, 1, 256)
+    db = np.concatenate([unit(rng, 2000, 256),
+                         base + rng.standard_normal((300, 256)).astype(np.float32) * 1e-7])
+    q = np.concatenate([base, unit(rng, 20, 256)])
+    ref_scores, ref_idx = reference_knn(db, q, 30)
+    for backend in BACKENDS:
+        scores, idx = search(db, q, 30, backend)
+        np.testing.assert_array_equal(idx, ref_idx)
+        np.testing.assert_array_equal(scores, ref_scores)
+
+
 @pytest.mark.parametrize("backend", ["faiss", "torch"])
 def test_knn_duplicate_rows_break_ties_by_index(backend: str) -> None:
     rng = np.random.default_rng(3)
@@ -247,6 +262,7 @@ def test_extract_descriptors_matches_plain_loop() -> None:
         model.eval()
         expected = torch.cat([model(normalize(ds[i][0][None])) for i in range(len(ds))])
     assert out.shape == (15, 8) and out.dtype == torch.float32
+    assert not out.is_inference()  # usable in place outside inference mode
     torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-6)
 
 
@@ -373,3 +389,20 @@ def test_save_load_round_trip(tmp_path: Path) -> None:
     assert loaded.query_paths == result.query_paths
     assert loaded.database_paths == result.database_paths
     np.testing.assert_array_equal(loaded.hits(), result.hits())
+
+
+def test_evaluate_on_embedded_split(embedded_root: Path, tmp_path: Path) -> None:
+    """End to end on real image files: uint8 loading, device normalisation, saved relative paths."""
+    from pipeline.data.datasets import EvalDataset
+
+    torch.manual_seed(0)
+    ds = EvalDataset(embedded_root / "sf_xs" / "val", image_size=(32, 32))
+    result = evaluate(TinyNet(), ds, recall_at=(1, 5), top_k=5, batch_size=16, progress=False)
+    assert result.resize_policy == {"size": [32, 32], "interpolation": "bilinear"}
+    assert result.num_queries == ds.num_queries and result.num_database == ds.num_database
+    assert all(0.0 <= r <= 100.0 for r in result.recalls.values())
+    assert result.recalls[1] <= result.recalls[5]
+    assert result.database_paths[0].startswith("database/")
+    assert result.query_paths[0].startswith("queries/")
+    loaded = EvaluationResult.load(result.save(tmp_path / "val"))
+    assert loaded.to_dict() == result.to_dict()

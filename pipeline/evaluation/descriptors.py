@@ -62,7 +62,10 @@ def extract_descriptors(model: nn.Module, dataset: Dataset, batch_size: int = 64
                     raise ValueError(f"model must return descriptors of shape [B, D] = "
                                      f"[{x.shape[0]}, D], got shape {tuple(desc.shape)}")
                 if out is None:
-                    out = torch.empty((len(dataset), desc.shape[1]), dtype=torch.float32, device=device)
+                    # A normal (not inference) tensor, so callers may later modify it in place.
+                    with torch.inference_mode(False):
+                        out = torch.empty((len(dataset), desc.shape[1]), dtype=torch.float32,
+                                          device=device)
                 elif desc.shape[1] != out.shape[1]:
                     raise ValueError(f"model returned descriptors of dimension {desc.shape[1]} after "
                                      f"earlier batches of dimension {out.shape[1]}")

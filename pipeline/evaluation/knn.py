@@ -6,13 +6,14 @@ as the H200). On unit vectors the inner product is the cosine similarity.
 
 Rankings are canonical, so that both backends (and CPU vs GPU) return the same indices:
 
-1. the backend proposes `k + margin` candidates per query from float32 scores;
-2. the candidates are rescored in float64 and rounded to float32 (the reported scores), which
+1. the backend proposes `2k + 16` candidates per query from float32 scores;
+2. the candidates that can reach the top k (backend score within twice the float32 error bound
+   of the k-th) are rescored in float64 and rounded to float32 (the reported scores), which
    removes the BLAS-dependent last-bit noise of float32 matmuls;
-3. candidates are sorted by (-score, database index): ties go to the lower database index;
-4. a query whose candidate list may have cut through a tie or near-tie at rank k (the weakest
-   candidate is within the float32 error bound of the k-th score) is rescored against the whole
-   database, so no tied item with a lower index is ever dropped at the boundary.
+3. they are sorted by (-score, database index): ties go to the lower database index;
+4. a query whose candidate list may have cut through a tie or near-tie at rank k (even the
+   weakest candidate can reach the top k) is rescored against the whole database, so no tied
+   item with a lower index is ever dropped at the boundary.
 
 faiss does not return ties in index order on its own (verified: ten identical vectors come back
 as 4, 3, 2, 1, 0), hence the post-processing.
@@ -119,7 +120,8 @@ def _as_float32_tensor(x: ArrayLike, name: str) -> torch.Tensor:
 
 def _check_finite(t: torch.Tensor, name: str) -> None:
     # NaN scores would make the ranking arbitrary; fail here rather than report nonsense recalls.
-    if not bool(torch.isfinite(t).all()):
+    # A finite sum implies finite elements and is far cheaper than isfinite() on the CPU.
+    if not bool(torch.isfinite(t.sum())) and not bool(torch.isfinite(t).all()):
         raise ValueError(f"{name} contains NaN or infinite values")
 
 
@@ -172,10 +174,11 @@ def _exact_scores(db: torch.Tensor, q64: torch.Tensor, idx: torch.Tensor) -> tor
     """float64 inner products of q64 [B, D] with db[idx] [B, M, D], rounded to float32.
 
     Products of float32 values are exact in float64, so the only noise left is in the float64
-    sums, far below float32 resolution: rounding to float32 makes equal scores compare equal.
+    sums, far below float32 resolution: rounding to float32 makes equal scores compare equal
+    whatever the backend, device or summation order.
     """
     gathered = db[idx].to(torch.float64)
-    return (gathered * q64[:, None, :]).sum(dim=-1).to(torch.float32)
+    return torch.matmul(gathered, q64[:, :, None]).squeeze(-1).to(torch.float32)
 
 
 def _lexsort_desc(scores: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -188,27 +191,33 @@ def _lexsort_desc(scores: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor
 
 def _canonical_top_k(db: torch.Tensor, q: torch.Tensor, cand_scores: torch.Tensor,
                      cand_idx: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rescore candidates exactly, order them by (-score, index), keep k; fix boundary ties."""
+    """Rescore the candidates that can reach the top k, order by (-score, index), keep k.
+
+    A float32 score differs from the exact one by at most err = D * eps * |q| * |d|; `bound` is
+    twice that. Any item whose backend score is below (backend k-th score - 2 bound) is exactly
+    below k backend-top-k items, so only candidates above that threshold are rescored. When even
+    the weakest candidate is above it, items outside the list may tie or beat the k-th: that query
+    is redone against the whole database.
+    """
     n_q, dim = q.shape
     n_db, n_cand = db.shape[0], cand_idx.shape[1]
     cand_scores, cand_idx = cand_scores.to(db.device), cand_idx.to(db.device)
+    max_db_norm = torch.linalg.vector_norm(db, dim=1).max()
+    bound = 2.0 * dim * _FLOAT32_EPS * torch.linalg.vector_norm(q, dim=1) * max_db_norm
+    threshold = cand_scores[:, k - 1] - 2.0 * bound
+    # Backends return candidates sorted by decreasing score, so the rescored ones are a prefix.
+    reach = (cand_scores >= threshold[:, None]).sum(dim=1).cpu()  # the only host sync
+    unsafe = (reach == n_cand) & (n_cand < n_db)
+
     out_scores = torch.empty((n_q, k), dtype=torch.float32, device=db.device)
     out_idx = torch.empty((n_q, k), dtype=torch.int64, device=db.device)
     chunk = max(1, _RESCORE_CHUNK_ELEMENTS // (n_cand * dim))
     for start in range(0, n_q, chunk):
         rows = slice(start, start + chunk)
-        s = _exact_scores(db, q[rows].to(torch.float64), cand_idx[rows])
-        s, i = _lexsort_desc(s, cand_idx[rows])
+        width = int(reach[rows].max())
+        idx = cand_idx[rows, :width]
+        s, i = _lexsort_desc(_exact_scores(db, q[rows].to(torch.float64), idx), idx)
         out_scores[rows], out_idx[rows] = s[:, :k], i[:, :k]
-    if n_cand == n_db:
-        return out_scores, out_idx  # every database item was a candidate: nothing can be missing
-
-    # A non-candidate's float32 backend score is at most the weakest candidate's; its true score
-    # can exceed that by the float32 dot-product error bound D * eps * |q| * |d|. Queries whose
-    # k-th exact score is not clearly above that are redone against the whole database.
-    max_db_norm = torch.linalg.vector_norm(db, dim=1).max()
-    bound = 2.0 * dim * _FLOAT32_EPS * torch.linalg.vector_norm(q, dim=1) * max_db_norm
-    unsafe = cand_scores[:, -1] + bound >= out_scores[:, k - 1]
     for row in torch.nonzero(unsafe).flatten().tolist():
         out_scores[row], out_idx[row] = _full_rescore(db, q[row], k)
     return out_scores, out_idx
