@@ -221,10 +221,10 @@ class EvaluationConfig(_Section):
     """Validation and test protocol.
 
     `interpolation` names PIL's resampling filters (as pipeline.data.datasets uses), which
-    antialias when shrinking. `resize: null` keeps each image's native size.
+    antialias when shrinking. Every image is resized to `resize` so that batches stack.
     """
 
-    resize: Size | None = (320, 320)  # [height, width]
+    resize: Size = (320, 320)  # [height, width]
     interpolation: Literal["bilinear", "bicubic", "nearest", "lanczos"] = "bilinear"
     recall_at: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [1, 5, 10], min_length=1)
     top_k: int = Field(20, ge=1)  # predictions saved per query
@@ -385,6 +385,8 @@ def _parse_overrides(overrides: Sequence[str]) -> tuple[dict[str, Any], dict[str
             raise ConfigError(f"override {raw!r}: the value is not valid YAML ({err})") from None
         node = layer
         for i, part in enumerate(parts[:-1]):
+            if tuple(parts[:i + 1]) in COMPONENT_SECTIONS:  # `loss=fastap` then `loss.distance=...`
+                node[part] = _name_shorthand(node.get(part, {}))
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"override {raw!r}: {'.'.join(parts[:i + 1])} was set to a value by an "

@@ -223,7 +223,6 @@ def _batch(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
 def _rejection_is_explained(loss_cfg: dict, miner_cfg: dict, err: ConfigError) -> None:
     """A refused combination either fails inside PML or is refused for a documented reason."""
     message = str(err)
-    pml_asserts = {"angular": ("loss", pml_losses.AngularLoss), "fastap": ("loss", pml_losses.FastAPLoss)}
     for cfg, kind in ((loss_cfg, "loss"), (miner_cfg, "miner")):
         if f"{kind}.distance: {cfg['name']} accepts only" in message:
             cls = (pml_losses.AngularLoss if kind == "loss" and cfg["name"] == "angular" else
@@ -231,7 +230,6 @@ def _rejection_is_explained(loss_cfg: dict, miner_cfg: dict, err: ConfigError) -
             with pytest.raises(AssertionError):
                 cls(distance=DISTANCES[cfg["distance"]]())
             return
-    del pml_asserts
     # Documented rule: 'dot' (not normalised) on one side only.
     assert "loss.distance / miner.distance" in message, message
     assert (loss_cfg["distance"] == "dot") != (miner_cfg["distance"] == "dot")

@@ -120,7 +120,7 @@ def build_distance(name: str) -> distances.BaseDistance:
 class ComponentConfig(BaseModel):
     """Base of every component's parameter model: `name` plus the constructor's keywords."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
     target: ClassVar[type | None] = None  # the class this name builds
     name: str
