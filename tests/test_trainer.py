@@ -1,0 +1,155 @@
+"""The trainer on the embedded data: every component trains, resume is exact, failures are clear."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from pipeline.config import load_config
+from pipeline.training.checkpoints import load_checkpoint
+from pipeline.training.trainer import NonFiniteLossError, train
+
+
+def tiny(root: Path, *extra: str) -> list[str]:
+    """Overrides for a seconds-long CPU run on 32 px embedded images."""
+    return [f"data.train_root={root}/gsv_xs", f"data.val_root={root}/sf_xs/val",
+            "data.image_size=[32,32]", "evaluation.resize=[32,32]", "model.pretrained=none",
+            "training.epochs=1", "training.places_per_batch=8", "training.batches_per_epoch=2",
+            "data.num_workers=0", "training.device=cpu", "scheduler.warmup_steps=0",
+            "training.log_every=1", *extra]
+
+
+def _train_ok(root: Path, out: Path, *extra: str) -> dict:
+    cfg = load_config(None, tiny(root, *extra))
+    summary = train(cfg, out_dir=out, progress=False)
+    assert summary["epochs"] == 1
+    assert (out / "last.pt").exists() and (out / "best.pt").exists()
+    history = json.loads((out / "history.json").read_text())
+    assert 0.0 <= history[0]["val_recall@1"] <= 100.0 and history[0]["train_loss"] >= 0
+    return summary
+
+
+@pytest.mark.parametrize("aggregator", ["avg", "gem", "mixvpr", "cosplace", "convap"])
+def test_every_aggregator_trains(embedded_root, tmp_path, aggregator):
+    _train_ok(embedded_root, tmp_path / "run", f"model.aggregator.name={aggregator}")
+
+
+@pytest.mark.parametrize("loss", ["contrastive", "triplet", "multisimilarity", "angular", "fastap", "ntxent"])
+def test_every_loss_trains(embedded_root, tmp_path, loss):
+    miner = "multisimilarity" if loss in ("multisimilarity", "ntxent", "contrastive", "triplet") else "none"
+    _train_ok(embedded_root, tmp_path / "run", f"loss.name={loss}", f"miner.name={miner}")
+
+
+@pytest.mark.parametrize("miner,loss", [("none", "multisimilarity"), ("multisimilarity", "multisimilarity"),
+                                        ("angular", "fastap"), ("batchhard", "triplet"),
+                                        ("batcheasyhard", "ntxent"), ("uniformhistogram", "multisimilarity")])
+def test_every_miner_trains(embedded_root, tmp_path, miner, loss):
+    _train_ok(embedded_root, tmp_path / "run", f"miner.name={miner}", f"loss.name={loss}")
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "adamw", "sgd", "asgd"])
+def test_every_optimizer_trains(embedded_root, tmp_path, optimizer):
+    _train_ok(embedded_root, tmp_path / "run", f"optimizer.name={optimizer}")
+    ckpt = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert ckpt["config"]["optimizer"]["name"] == optimizer
+
+
+@pytest.mark.parametrize("scheduler", ["none", "multistep", "plateau", "cosine", "cyclic"])
+def test_every_scheduler_trains(embedded_root, tmp_path, scheduler):
+    extra = ["optimizer.name=adam", f"scheduler.name={scheduler}"]
+    if scheduler == "cyclic":
+        extra += ["scheduler.max_lr=0.01"]
+    _train_ok(embedded_root, tmp_path / "run", *extra)
+
+
+def test_warmup_ramps_the_learning_rate(embedded_root, tmp_path):
+    cfg = load_config(None, tiny(embedded_root, "scheduler.name=none", "scheduler.warmup_steps=4",
+                                 "optimizer.lr=0.01"))
+    train(cfg, out_dir=tmp_path / "run", progress=False)
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    # step i runs at (i+1)/4 of the base LR; after 2 steps the next step will use 3/4 of it
+    assert history[0]["lr"] == pytest.approx(0.01 * 3 / 4)
+
+
+def test_nan_loss_stops_with_a_clear_error(embedded_root, tmp_path):
+    cfg = load_config(None, tiny(embedded_root, "optimizer.lr=1e30", "training.batches_per_epoch=6",
+                                 "loss.name=contrastive", "miner.name=none", "model.aggregator.name=cosplace"))
+    with pytest.raises(NonFiniteLossError, match=r"training loss became (nan|inf)"):
+        train(cfg, out_dir=tmp_path / "run", progress=False)
+    assert not (tmp_path / "run" / "best.pt").exists()
+
+
+def test_existing_run_is_not_overwritten_without_resume(embedded_root, tmp_path):
+    _train_ok(embedded_root, tmp_path / "run")
+    with pytest.raises(FileExistsError, match="--resume"):
+        train(load_config(None, tiny(embedded_root)), out_dir=tmp_path / "run", progress=False)
+
+
+def _vpr_train(root: Path, out: Path, *extra: str, resume: bool = False) -> subprocess.Popen:
+    args = [sys.executable, "-m", "pipeline.cli", "train", "--out", str(out), "--quiet"]
+    for item in tiny(root, "training.epochs=4", "training.batches_per_epoch=3", *extra):
+        args += ["--set", item]
+    if resume:
+        args.append("--resume")
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+def test_killed_and_resumed_run_ends_where_an_uninterrupted_run_ends(embedded_root, tmp_path):
+    extra = ("optimizer.name=adamw", "scheduler.name=cosine", "model.aggregator.name=gem")
+    straight = _vpr_train(embedded_root, tmp_path / "straight", *extra)
+    assert straight.wait(timeout=600) == 0, straight.stderr.read()
+
+    victim = _vpr_train(embedded_root, tmp_path / "killed", *extra)
+    history = tmp_path / "killed" / "history.json"
+    deadline = time.time() + 300
+    while time.time() < deadline and victim.poll() is None:
+        if history.exists() and len(json.loads(history.read_text() or "[]")) >= 2:
+            break
+        time.sleep(0.05)
+    assert victim.poll() is None, "run finished before it could be killed"
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    done = load_checkpoint(tmp_path / "killed" / "last.pt")["epoch"]
+    assert 2 <= done < 4
+
+    resumed = _vpr_train(embedded_root, tmp_path / "killed", *extra, resume=True)
+    assert resumed.wait(timeout=600) == 0, resumed.stderr.read()
+
+    a = load_checkpoint(tmp_path / "straight" / "last.pt")
+    b = load_checkpoint(tmp_path / "killed" / "last.pt")
+    assert a["epoch"] == b["epoch"] == 4
+    for key, value in a["model"].items():
+        assert torch.equal(value, b["model"][key]), key
+    drop = ("epoch_seconds", "images_per_second")
+    assert [{k: v for k, v in h.items() if k not in drop} for h in a["history"]] == \
+           [{k: v for k, v in h.items() if k not in drop} for h in b["history"]]
+
+
+def test_vpr_evaluate_reproduces_the_best_val_recall(embedded_root, tmp_path):
+    summary = _train_ok(embedded_root, tmp_path / "run")
+    result = subprocess.run([sys.executable, "-m", "pipeline.cli", "evaluate", "--checkpoint",
+                             str(tmp_path / "run" / "best.pt"), "--dataset", str(embedded_root / "sf_xs" / "val"),
+                             "--out", str(tmp_path / "eval"), "--device", "cpu", "--quiet"],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    evaluation = json.loads(result.stdout)
+    assert evaluation["recalls"]["1"] == pytest.approx(summary["best_val_recall@1"])
+    assert evaluation["resize_policy"] == {"size": [32, 32], "interpolation": "bilinear"}
+    assert (tmp_path / "eval" / "predictions.npz").exists()
+
+
+def test_bad_config_fails_before_training_naming_the_key(embedded_root, tmp_path):
+    result = subprocess.run([sys.executable, "-m", "pipeline.cli", "train", "--out", str(tmp_path / "r"),
+                             "--set", "optimizer.name=adamm"], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert "optimizer.name" in result.stderr and "adamw" in result.stderr
+    assert not (tmp_path / "r").exists()
