@@ -1,0 +1,138 @@
+"""Execute one planned run inside a worker process: train (or resume), test, record in MLflow.
+
+The run's identity is its config hash: its folder is `runs/<hash>/`, its MLflow run carries the
+tag `vpr.config_hash`. A file lock on the folder makes sure two workers (two sweeps on one machine,
+or a rerun while the first is alive) never execute the same hash at once.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import traceback
+from collections.abc import Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+from pipeline.config import config_from_dict
+from pipeline.sweeps.tracking import HASH_TAG, KIND_TAG, STATUS_TAG, Tracker, flatten, git_commit
+
+log = logging.getLogger(__name__)
+
+
+class RunBusy(RuntimeError):
+    """Another process holds this run's lock."""
+
+
+@contextmanager
+def run_lock(run_dir: Path) -> Iterator[None]:
+    """Exclusive, non-blocking lock on `run_dir/.lock`; released when the process dies."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / ".lock", "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunBusy(f"{run_dir} is being executed by another process") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def is_locked(run_dir: Path) -> bool:
+    """True when a live process holds the run's lock."""
+    if not (run_dir / ".lock").exists():
+        return False
+    with open(run_dir / ".lock", "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        return False
+
+
+def execute_run(spec: Mapping[str, Any], progress: bool = False) -> dict[str, Any]:
+    """Train and test one run described by `spec` (written by the runner); return its outcome.
+
+    spec keys: config (dict), config_hash, run_dir, tracking_uri, experiment, studies, labels,
+    parent_run_id, profile, test (bool).
+    """
+    run_dir = Path(spec["run_dir"])
+    with run_lock(run_dir):
+        tracker = Tracker(spec["tracking_uri"], spec["experiment"])
+        run_id = _mlflow_run(tracker, spec)
+        try:
+            outcome = _train_and_test(tracker, run_id, spec, run_dir, progress)
+        except BaseException as err:  # record every failure, then let the runner see it
+            message = f"{type(err).__name__}: {err}"
+            (run_dir / "error.txt").write_text(traceback.format_exc())
+            tracker.set_status(run_id, "failed", error=message)
+            tracker.log_artifact(run_id, run_dir / "error.txt")
+            raise
+        tracker.set_status(run_id, "finished")
+        return {"run_id": run_id, **outcome}
+
+
+def _mlflow_run(tracker: Tracker, spec: Mapping[str, Any]) -> str:
+    """Reuse this hash's unfinished MLflow run (resume) or create one."""
+    h = spec["config_hash"]
+    runs = tracker.search(f"tags.`{HASH_TAG}` = '{h}' and tags.`{KIND_TAG}` = 'run'")
+    finished = [r for r in runs if r.data.tags.get(STATUS_TAG) == "finished"]
+    if finished:
+        return finished[0].info.run_id
+    if runs:
+        run_id = sorted(runs, key=lambda r: r.info.start_time or 0)[-1].info.run_id
+        tracker.set_status(run_id, "running")
+        return run_id
+    tags = {HASH_TAG: h, KIND_TAG: "run", STATUS_TAG: "running",
+            "vpr.studies": ",".join(spec["studies"]), "vpr.labels": " | ".join(spec["labels"]),
+            "vpr.profile": spec.get("profile") or "", "vpr.git_commit": git_commit(),
+            "vpr.run_dir": str(Path(spec["run_dir"]).resolve())}
+    if spec.get("parent_run_id"):
+        tags["mlflow.parentRunId"] = spec["parent_run_id"]
+    run_id = tracker.create_run(spec["labels"][0] if spec["labels"] else h, tags)
+    tracker.log(run_id, params=flatten(spec["config"]))
+    return run_id
+
+
+def _train_and_test(tracker: Tracker, run_id: str, spec: Mapping[str, Any], run_dir: Path,
+                    progress: bool) -> dict[str, Any]:
+    from pipeline.evaluation.from_checkpoint import evaluate_checkpoint
+    from pipeline.training.trainer import train
+
+    cfg = config_from_dict(spec["config"])
+    summary_path = run_dir / "summary.json"
+    if summary_path.exists() and json.loads(summary_path.read_text()).get("epochs") == cfg.training.epochs:
+        summary = json.loads(summary_path.read_text())  # trained already; only testing was left
+    else:
+        def log_epoch(epoch: int, metrics: dict[str, float]) -> None:
+            tracker.log(run_id, metrics={k: v for k, v in metrics.items() if k != "epoch"}, step=epoch)
+
+        summary = train(cfg, out_dir=run_dir, resume=(run_dir / "last.pt").exists(), progress=progress,
+                        callbacks=[log_epoch])
+    tracker.log(run_id, metrics={"best_val_recall@1": summary["best_val_recall@1"],
+                                 "best_epoch": summary["best_epoch"]})
+    for name in ("config.yaml", "history.json", "summary.json", "best.pt"):
+        tracker.log_artifact(run_id, run_dir / name)
+    tracker.log_artifact(run_id, run_dir / "val_predictions", "predictions/val")
+    tests = test_run(tracker, run_id, cfg, run_dir) if spec.get("test", True) else {}
+    return {"summary": summary, "tests": tests}
+
+
+def test_run(tracker: Tracker, run_id: str, cfg, run_dir: Path) -> dict[str, dict]:
+    """Evaluate the best checkpoint on every test set of the config; log metrics and predictions."""
+    from pipeline.evaluation.from_checkpoint import evaluate_checkpoint
+
+    results = {}
+    for name, root in cfg.data.test_roots.items():
+        out = run_dir / "test" / name
+        result = evaluate_checkpoint(run_dir / "best.pt", root, out_dir=out, device=cfg.training.device,
+                                     num_workers=cfg.data.num_workers, progress=False)
+        results[name] = result["recalls"]
+        tracker.log(run_id, metrics={f"test_{name}_recall@{n}": r for n, r in result["recalls"].items()})
+        tracker.log_artifact(run_id, out, f"predictions/{name}")
+    tracker.log(run_id, tags={"vpr.tested": "1"})
+    return results
