@@ -98,13 +98,13 @@ def _sweep_run(args: argparse.Namespace) -> int:
 
     if args.jobs < 1:
         raise ValueError(f"--jobs must be >= 1, got {args.jobs}")
-    return run_sweep(_sweep_context(args), jobs=args.jobs, test=not args.skip_test)
+    return run_sweep(_sweep_context(args), jobs=args.jobs, test=not args.skip_test, summary_path=args.summary)
 
 
 def _sweep_evaluate(args: argparse.Namespace) -> int:
     from pipeline.sweeps.runner import run_sweep
 
-    return run_sweep(_sweep_context(args), jobs=args.jobs, only_evaluate=True)
+    return run_sweep(_sweep_context(args), jobs=args.jobs, only_evaluate=True, summary_path=args.summary)
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -131,6 +131,7 @@ def _add_sweep_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--params", default="params.yaml", help="params file selecting the profile")
     p.add_argument("--prepared", default="data/prepared", help="output of the prepare stage (dataset roots)")
     p.add_argument("--runs-dir", default="runs", help="folder of run folders runs/<hash>/")
+    p.add_argument("--summary", default=None, help="write the state of every run to this JSON file")
 
 
 def build_parser() -> argparse.ArgumentParser:

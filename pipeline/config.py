@@ -4,7 +4,9 @@ A run is described by one `RunConfig`; its defaults are the GSV-Cities ResNet-18
 (ResNet-18 cut after layer3, avg pooling, MultiSimilarity loss + miner, SGD 0.05 with MultiStepLR
 and 600 warmup steps, 100 places x 4 images, 320x320). See `DEFAULT_YAML` for the full listing.
 
-Layering (`load_config`, `config_from_dict`): recipe defaults <- YAML file <- `--set` overrides.
+Layering (`load_config`, `config_from_dict`): recipe defaults <- YAML file <- `--set` overrides;
+`config_from_layers`: recipe defaults <- any number of layers (nested and/or dotted keys, see
+`nest_dotted`), each applied as one file would be.
 Sections merge key by key, with two exceptions:
 - Component sections (`loss`, `miner`, `optimizer`, `scheduler`, `model.aggregator`) are tagged by
   `name`. A layer that changes the name replaces the whole section: the new component starts from
@@ -49,8 +51,8 @@ from pipeline.training.components import (LOSSES, MINERS, OPTIMIZERS, SCHEDULERS
 
 __all__ = [
     "AGGREGATORS", "ConfigError", "DataConfig", "EvaluationConfig", "ModelConfig", "NON_SEMANTIC_FIELDS",
-    "RunConfig", "TrainingConfig", "config_from_dict", "config_hash", "default_dict", "dump_config",
-    "load_config", "semantic_dict",
+    "RunConfig", "TrainingConfig", "config_from_dict", "config_from_layers", "config_hash", "default_dict",
+    "dump_config", "load_config", "nest_dotted", "semantic_dict",
 ]
 
 HASH_VERSION = 1  # bump when a change of schema or defaults must change every run's identity
@@ -423,6 +425,79 @@ def config_from_dict(d: Mapping[str, Any] | None = None, source: str | None = No
     if d is not None and not isinstance(d, Mapping):
         raise ConfigError(f"a run config must be a mapping of sections, got {type(d).__name__}", source)
     return _validate(_merge(default_dict(), dict(d or {})), source)
+
+
+def nest_dotted(layer: Mapping[str, Any], source: str | None = None) -> dict[str, Any]:
+    """A layer with dotted keys (`{"optimizer.lr": 1e-3}`) as nested dicts (`{"optimizer": {"lr": 1e-3}}`).
+
+    Dotted and nested keys may be mixed at any depth (`{"model": {"aggregator.name": "gem"}}`).
+    A bare component name met on the way becomes its mapping, so `{"loss": "triplet",
+    "loss.margin": 1.0}` is `{"loss": {"name": "triplet", "margin": 1.0}}`. Keys inside mapping
+    values (`data.test_roots`) are names, not paths, and are kept whole. A key path given twice is
+    an error (ConfigError naming `source` and the path) rather than a silent last-one-wins.
+    """
+    if not isinstance(layer, Mapping):
+        raise ConfigError(f"a config layer must be a mapping of keys, got {type(layer).__name__}", source)
+    out: dict[str, Any] = {}
+    _insert_layer(out, layer, (), source)
+    return out
+
+
+def _as_section(parent: dict[str, Any], key: str, path: tuple[str, ...], source: str | None) -> dict[str, Any]:
+    """The dict at parent[key], created if absent, from a bare component name if one is there."""
+    if key not in parent:
+        parent[key] = {}
+    elif isinstance(parent[key], str) and path in COMPONENT_SECTIONS:
+        parent[key] = {"name": parent[key]}
+    elif not isinstance(parent[key], dict):
+        raise ConfigError(f"{'.'.join(path)}: given a value ({parent[key]!r}) and also used as a section", source)
+    return parent[key]
+
+
+def _insert_layer(node: dict[str, Any], layer: Mapping[str, Any], prefix: tuple[str, ...],
+                  source: str | None) -> None:
+    for key, value in layer.items():
+        if prefix in _MAPPING_FIELDS:
+            parts = [str(key)]
+        else:
+            if not isinstance(key, str):
+                raise ConfigError(f"{'.'.join(prefix + (str(key),))}: keys must be strings, got {key!r}", source)
+            parts = key.split(".")
+            if not all(parts):
+                raise ConfigError(f"{'.'.join(prefix) or '<root>'}: key {key!r} has an empty part", source)
+        parent = node
+        for i, part in enumerate(parts[:-1]):
+            parent = _as_section(parent, part, prefix + tuple(parts[:i + 1]), source)
+        leaf, path = parts[-1], prefix + tuple(parts)
+        if isinstance(value, Mapping):
+            _insert_layer(_as_section(parent, leaf, path, source), value, path, source)
+        elif leaf not in parent:
+            parent[leaf] = copy.deepcopy(value)
+        elif (path in COMPONENT_SECTIONS and isinstance(value, str) and isinstance(parent[leaf], dict)
+              and "name" not in parent[leaf]):
+            parent[leaf]["name"] = value  # `loss.margin: 1` first, then `loss: triplet`
+        else:
+            raise ConfigError(f"{'.'.join(path)}: given twice in one layer (as a dotted and a nested key?)",
+                              source)
+
+
+def config_from_layers(layers: Sequence[Mapping[str, Any]], source: str | None = None) -> RunConfig:
+    """Recipe defaults <- each layer in order, then validation.
+
+    Each layer is merged as one YAML file would be (the module docstring's rules: a layer that
+    changes a component's `name` replaces that section, mapping values replace), so the order of
+    layers matters and the order of keys within a layer does not. Layers may mix nested and dotted
+    keys (`nest_dotted`); None layers are skipped. Raises ConfigError naming `source` and every
+    offending key path.
+    """
+    if isinstance(layers, Mapping):
+        raise ConfigError("config_from_layers takes a sequence of layers, got a single mapping "
+                          "(wrap it in a list)", source)
+    merged = default_dict()
+    for layer in layers:
+        if layer is not None:
+            merged = _merge(merged, nest_dotted(layer, source))
+    return _validate(merged, source)
 
 
 def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> RunConfig:

@@ -496,17 +496,17 @@ def _eval_layout(seed: int, split: str, n_places: int, db_per_place: int, query_
     rng = _rng(seed, "eval-layout", split)
     frame = _city_frame(*centre)
     street_len = 12
-    places = []  # (east, north, street, direction)
+    # parallel streets 150 m apart (a city grid), so places of different streets never mix
+    angle = rng.uniform(0, math.pi)
+    d, normal = np.array([math.cos(angle), math.sin(angle)]), np.array([-math.sin(angle), math.cos(angle)])
+    places = []  # (position, street, direction)
     for s in range(math.ceil(n_places / street_len)):
-        angle = rng.uniform(0, math.pi)
-        d = np.array([math.cos(angle), math.sin(angle)])
-        # streets 400 m apart so that no two streets interact
-        origin = np.array(frame[:2]) + np.array([(s % 8) * 400.0, (s // 8) * 400.0]) + rng.uniform(-50, 50, 2)
+        origin = np.array(frame[:2]) + normal * 150.0 * s + d * rng.uniform(-50, 50)
         along = 0.0
         for _ in range(min(street_len, n_places - len(places))):
             along += rng.uniform(30, 40) if rng.random() < 0.2 else rng.uniform(50, 100)
-            pos = origin + d * along + rng.normal(0, 2, 2)
-            places.append((pos, f"{split}/street{s}", d))
+            # jitter across the street only, so consecutive places stay >= 30 m apart
+            places.append((origin + d * along + normal * rng.uniform(-1.5, 1.5), f"{split}/street{s}", d))
     n = len(places)
     order = rng.permutation(n)
     n_queries = round(n * query_fraction)
@@ -651,7 +651,9 @@ def generate(out: Path, seed: int = 0, scale: str = "demo", image_size: int | No
 
     n_images = sum(len(t.views) for t in tasks)
     jobs = [(seed, size, str(out), t) for t in tasks]
-    workers = min(2, os.cpu_count() or 1) if workers is None else max(1, workers)
+    if workers is None:
+        workers = min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    workers = max(1, workers)
     with tqdm(total=n_images, unit="img", desc=f"synth {scale}", disable=not progress) as bar:
         if workers == 1 or n_images < 200:
             for job in jobs:

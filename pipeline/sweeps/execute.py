@@ -63,7 +63,9 @@ def execute_run(spec: Mapping[str, Any], progress: bool = False) -> dict[str, An
     run_dir = Path(spec["run_dir"])
     with run_lock(run_dir):
         tracker = Tracker(spec["tracking_uri"], spec["experiment"])
-        run_id = _mlflow_run(tracker, spec)
+        run_id, finished = _mlflow_run(tracker, spec)
+        if finished:  # another worker finished it while this one waited in the queue
+            return {"run_id": run_id, "skipped": True}
         try:
             outcome = _train_and_test(tracker, run_id, spec, run_dir, progress)
         except BaseException as err:  # record every failure, then let the runner see it
@@ -76,17 +78,17 @@ def execute_run(spec: Mapping[str, Any], progress: bool = False) -> dict[str, An
         return {"run_id": run_id, **outcome}
 
 
-def _mlflow_run(tracker: Tracker, spec: Mapping[str, Any]) -> str:
-    """Reuse this hash's unfinished MLflow run (resume) or create one."""
+def _mlflow_run(tracker: Tracker, spec: Mapping[str, Any]) -> tuple[str, bool]:
+    """(run id, finished?): this hash's finished run, its unfinished run (to resume), or a new one."""
     h = spec["config_hash"]
     runs = tracker.search(f"tags.`{HASH_TAG}` = '{h}' and tags.`{KIND_TAG}` = 'run'")
     finished = [r for r in runs if r.data.tags.get(STATUS_TAG) == "finished"]
     if finished:
-        return finished[0].info.run_id
+        return finished[0].info.run_id, True
     if runs:
         run_id = sorted(runs, key=lambda r: r.info.start_time or 0)[-1].info.run_id
         tracker.set_status(run_id, "running")
-        return run_id
+        return run_id, False
     tags = {HASH_TAG: h, KIND_TAG: "run", STATUS_TAG: "running",
             "vpr.studies": ",".join(spec["studies"]), "vpr.labels": " | ".join(spec["labels"]),
             "vpr.profile": spec.get("profile") or "", "vpr.git_commit": git_commit(),
@@ -95,7 +97,7 @@ def _mlflow_run(tracker: Tracker, spec: Mapping[str, Any]) -> str:
         tags["mlflow.parentRunId"] = spec["parent_run_id"]
     run_id = tracker.create_run(spec["labels"][0] if spec["labels"] else h, tags)
     tracker.log(run_id, params=flatten(spec["config"]))
-    return run_id
+    return run_id, False
 
 
 def _train_and_test(tracker: Tracker, run_id: str, spec: Mapping[str, Any], run_dir: Path,

@@ -35,6 +35,7 @@ class SweepContext:
     runs_dir: Path
     tracking_uri: str
     experiment: str = EXPERIMENT
+    jobs: int = 1
 
 
 def load_roots(prepared: str | Path) -> dict[str, str] | None:
@@ -112,8 +113,9 @@ def _die_with_parent() -> None:
 
 
 def run_sweep(ctx: SweepContext, jobs: int = 1, test: bool = True, progress: bool = True,
-              only_evaluate: bool = False) -> int:
+              only_evaluate: bool = False, summary_path: str | Path | None = None) -> int:
     """Execute every planned run that is not finished (or, with only_evaluate, test finished ones)."""
+    ctx.jobs = jobs
     tracker = Tracker(ctx.tracking_uri, ctx.experiment)
     tracker.ensure_experiment()  # create the store before any worker starts
     parents = study_parent_runs(tracker, sorted({s for p in ctx.planned for s in p.studies}))
@@ -155,6 +157,11 @@ def run_sweep(ctx: SweepContext, jobs: int = 1, test: bool = True, progress: boo
             print(f"[{done}/{len(todo)}] {p.config_hash} {outcomes[p.config_hash]} "
                   f"({', '.join(c.label for c in p.cells[:2])}) after {time.time() - start:.0f} s", flush=True)
     print(summary_table(ctx, Tracker(ctx.tracking_uri, ctx.experiment)))
+    if summary_path:
+        Path(summary_path).parent.mkdir(parents=True, exist_ok=True)
+        states = run_states(ctx, Tracker(ctx.tracking_uri, ctx.experiment))
+        Path(summary_path).write_text(json.dumps({"runs": len(ctx.planned), "states": states}, indent=2,
+                                                 sort_keys=True))
     failed = [h for h, o in outcomes.items() if o == "failed"]
     if failed:
         print(f"{len(failed)} run(s) failed: {', '.join(failed)} (errors in runs/<hash>/error.txt and MLflow)")
@@ -173,6 +180,9 @@ def _spawn(ctx: SweepContext, p: PlannedRun, parents: dict[str, str], slot: int,
     env = dict(os.environ)
     if devices:
         env["CUDA_VISIBLE_DEVICES"] = str(slot % devices)  # spread slots over the visible GPUs
+    elif "OMP_NUM_THREADS" not in env:
+        # CPU runs side by side: split the cores instead of oversubscribing them
+        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // max(1, ctx.jobs)))
     log = open(run_dir / "worker.log", "a")
     return subprocess.Popen([sys.executable, "-m", "pipeline.sweeps.worker", str(run_dir / "spec.json")],
                             stdout=log, stderr=subprocess.STDOUT, env=env, preexec_fn=_die_with_parent)

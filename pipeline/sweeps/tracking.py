@@ -9,12 +9,14 @@ through `_retry`, so a briefly locked SQLite database costs a wait, never a fail
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import random
 import subprocess
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -97,7 +99,8 @@ class Tracker:
                 if exp is None:
                     raise
                 return exp.experiment_id
-        return _retry(get_or_create, "create experiment")
+        with _sqlite_init_lock(self.tracking_uri):
+            return _retry(get_or_create, "create experiment")
 
     # -- finding runs --------------------------------------------------------------------------
     def runs_by_hash(self, kind: str = "run") -> dict[str, Any]:
@@ -164,6 +167,23 @@ class Tracker:
 
     def metric_history(self, run_id: str, key: str) -> list[Any]:
         return _retry(lambda: self.client.get_metric_history(run_id, metric_key(key)), "metric history")
+
+
+@contextmanager
+def _sqlite_init_lock(uri: str) -> Iterator[None]:
+    """Serialise first contact with a SQLite store: MLflow creates its schema on first use, and two
+    processes doing that at once collide. Other stores (servers, PostgreSQL) need no lock."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    db = Path(uri[len("sqlite:///"):])
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(db.with_name(db.name + ".init.lock"), "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _param_value(value: Any) -> str:

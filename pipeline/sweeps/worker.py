@@ -6,6 +6,7 @@ Exit status: 0 finished, 3 another process holds the run, 1 failed (recorded in 
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from pathlib import Path
 def main(argv: list[str] | None = None) -> int:
     from pipeline.sweeps.execute import RunBusy, execute_run, run_lock, test_run
 
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     spec = json.loads(Path((argv or sys.argv[1:])[0]).read_text())
     try:
         if spec.get("only_evaluate"):
@@ -22,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
 
             with run_lock(Path(spec["run_dir"])):
                 tracker = Tracker(spec["tracking_uri"], spec["experiment"])
-                test_run(tracker, _mlflow_run(tracker, spec), config_from_dict(spec["config"]),
+                test_run(tracker, _mlflow_run(tracker, spec)[0], config_from_dict(spec["config"]),
                          Path(spec["run_dir"]))
         else:
             execute_run(spec)

@@ -1,0 +1,472 @@
+"""Studies: one YAML file per paper table or figure, expanded into the runs that reproduce it.
+
+A study file (schema and examples: experiments/README.md) names a paper table, a `base` config
+layer, the cells to compare (a `grid` of config values and/or explicit `variants`), the `seeds`
+to repeat every cell with, and the paper's `published` numbers per cell label. `load_study`
+validates everything before any compute: the schema (unknown keys, metric and dataset names),
+that published labels are cells, and that every cell resolves to a valid `RunConfig`; errors name
+the file, the key and, for a cell, its label.
+
+Expansion (`expand_study`) resolves each cell x seed as the layers, in order:
+
+    recipe defaults <- study.base <- grid point <- variant.set <- {seed} <- profile run.set
+                    <- min(epochs, profile run.max_epochs) <- dataset roots
+
+with `pipeline.config.config_from_layers` (a layer that changes a component's name replaces
+that section). The profile layer scales a run (image size, batches, workers) and may not change
+what is compared (components, seed, epochs: see `PROFILE_FIXED`). `plan` expands many studies
+and merges cells with the same `config_hash` into one `PlannedRun`, so a run that serves several
+tables is trained once.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from pipeline.config import (ConfigError, RunConfig, _read_yaml, config_from_layers, config_hash,
+                             nest_dotted)
+
+__all__ = [
+    "DATASETS", "KINDS", "METRICS", "PROFILE_FIXED", "Cell", "PlannedRun", "Study", "StudyError", "Variant",
+    "expand_study", "load_studies", "load_study", "plan", "profile_run", "roots_layer",
+]
+
+KINDS = ("final", "per_epoch", "top_k")
+DATASETS = ("sf_xs_val", "sf_xs_test", "tokyo_xs")  # keys of published numbers
+METRICS = ("R@1", "R@5", "R@10")
+# Config paths a profile's run.set may not touch: they define the comparison, not its scale.
+PROFILE_FIXED = ("seed", "loss", "miner", "optimizer", "scheduler", "model.aggregator", "training.epochs")
+PROFILE_SCALE_EXCEPTIONS = ("scheduler.warmup_steps",)  # counted in optimizer steps, so it scales with the run
+# Dataset roots (as in data/prepared/datasets.json) -> config; any other key is a test set.
+_ROOT_KEYS = {"train": "train_root", "val": "val_root"}
+
+
+class StudyError(ConfigError):
+    """An invalid study file (or profile run section); names the file and every offending key."""
+
+    def __init__(self, problems: str | list[str], source: str | None = None) -> None:
+        super().__init__(problems, source)
+        where = f" ({source})" if source else ""
+        self.args = (f"invalid study{where}:\n" + "\n".join(f"  {p}" for p in self.problems),)
+
+
+# ---------------------------------------------------------------------------------------------
+# File schema (pydantic); cross-field rules that need the file path live in `load_study`.
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, populate_by_name=False)
+
+
+_Percent = Annotated[float, Field(ge=0, le=100)]
+
+
+class _Metrics(_Strict):
+    r1: _Percent = Field(alias="R@1")
+    r5: _Percent = Field(alias="R@5")
+    r10: _Percent | None = Field(None, alias="R@10")
+
+
+class _PublishedCell(_Strict):
+    sf_xs_val: _Metrics | None = None
+    sf_xs_test: _Metrics | None = None
+    tokyo_xs: _Metrics | None = None
+    per_epoch: dict[Annotated[int, Field(ge=0)], _Metrics] | None = None  # SF-XS val R@N after each epoch
+
+
+class _VariantModel(_Strict):
+    label: Annotated[str, Field(min_length=1)]
+    set_: dict[str, Any] = Field(default_factory=dict, alias="set")
+
+    @field_validator("set_", mode="before")
+    @classmethod
+    def _none_is_empty(cls, value: Any) -> Any:
+        return {} if value is None else value
+
+
+class _StudyModel(_Strict):
+    study: Annotated[str, Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")]
+    paper: Annotated[str, Field(pattern=r"^\d{3}$")]
+    reproduces: Annotated[str, Field(min_length=1)]
+    title: Annotated[str, Field(min_length=1)]
+    kind: Literal["final", "per_epoch", "top_k"]
+    base: dict[str, Any] = Field(default_factory=dict)
+    seeds: list[Annotated[int, Field(ge=0)]] = Field(default_factory=lambda: [0], min_length=1)
+    grid: dict[str, Annotated[list[Any], Field(min_length=1)]] = Field(default_factory=dict)
+    variants: list[_VariantModel] = Field(default_factory=list)
+    published: dict[str, _PublishedCell] = Field(default_factory=dict)
+    baseline: str | None = None  # a cell label: the report adds "<cell> Δ <baseline>" rows
+
+    @field_validator("paper", mode="before")
+    @classmethod
+    def _quoted_paper(cls, value: Any) -> Any:
+        if isinstance(value, int):  # YAML reads 003 as the number 3
+            raise ValueError(f'write the seed id as a quoted string, e.g. paper: "{value:03d}"')
+        return value
+
+    @field_validator("base", "grid", "published", mode="before")
+    @classmethod
+    def _none_is_empty_map(cls, value: Any) -> Any:
+        return {} if value is None else value
+
+    @field_validator("variants", mode="before")
+    @classmethod
+    def _none_is_empty_list(cls, value: Any) -> Any:
+        return [] if value is None else value
+
+    @field_validator("seeds")
+    @classmethod
+    def _unique_seeds(cls, seeds: list[int]) -> list[int]:
+        if len(set(seeds)) != len(seeds):
+            raise ValueError(f"repeated seed in {seeds}")
+        return seeds
+
+
+def _fields(model: type[BaseModel]) -> list[str]:
+    return [f.alias or name for name, f in model.model_fields.items()]
+
+
+def _loc_text(loc: Sequence[Any]) -> str:
+    # Keys that are dotted config paths or labels are quoted so the path stays readable.
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif isinstance(part, str) and part.replace("_", "").isalnum():
+            out += f".{part}" if out else part
+        else:
+            out += f"[{str(part)!r}]"
+    return out or "<root>"
+
+
+def _model_at(loc: Sequence[Any]) -> type[BaseModel] | None:
+    """The schema model whose keys live at `loc` (for 'valid keys' hints)."""
+    if not loc:
+        return _StudyModel
+    if loc[0] == "variants" and len(loc) == 2:
+        return _VariantModel
+    if loc[0] == "published" and len(loc) == 2:
+        return _PublishedCell
+    if loc[0] == "published" and len(loc) in (3, 4):
+        return _Metrics
+    return None
+
+
+def _describe(err: ValidationError) -> list[str]:
+    lines = []
+    for e in err.errors():
+        loc = list(e["loc"])
+        where = _loc_text(loc)
+        if e["type"] == "extra_forbidden":
+            model = _model_at(loc[:-1])
+            valid = f" (valid: {', '.join(_fields(model))})" if model is not None else ""
+            lines.append(f"{where}: unknown key{valid}")
+        elif e["type"] == "missing":
+            lines.append(f"{where}: required")
+        elif e["type"] == "value_error":
+            lines.append(f"{where}: {e['ctx']['error']}")
+        elif e["type"] == "literal_error" and loc == ["kind"]:
+            lines.append(f"kind: must be one of {', '.join(KINDS)} (got {e['input']!r})")
+        else:
+            got = repr(e["input"])
+            lines.append(f"{where}: {e['msg']} (got {got if len(got) <= 60 else got[:57] + '...'})")
+    return lines
+
+
+# ---------------------------------------------------------------------------------------------
+# Parsed objects
+
+
+@dataclass(frozen=True)
+class Variant:
+    """An explicit cell: a label and the config layer it applies (nested and/or dotted keys)."""
+
+    label: str
+    set: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Study:
+    """A parsed, validated study file. `published` is plain data: {label: {dataset or 'per_epoch': ...}}."""
+
+    path: Path
+    id: str
+    paper: str
+    reproduces: str
+    title: str
+    kind: str
+    base: dict[str, Any]
+    seeds: tuple[int, ...]
+    grid: dict[str, list[Any]]
+    variants: tuple[Variant, ...]
+    published: dict[str, dict[str, Any]]
+    baseline: str | None = None
+
+    @property
+    def labels(self) -> list[str]:
+        """Cell labels in expansion order (grid points, each with every variant)."""
+        return [label for label, _ in _cell_layers(self)]
+
+    def __repr__(self) -> str:
+        return (f"Study({self.id!r}, paper {self.paper} {self.reproduces}, {self.kind}, "
+                f"{len(self.labels)} cells x {len(self.seeds)} seeds, {len(self.published)} published)")
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One cell of a study at one seed, resolved to a run config."""
+
+    study: str
+    label: str
+    seed: int
+    config: RunConfig
+    config_hash: str
+
+
+@dataclass
+class PlannedRun:
+    """One distinct run (one config hash) and every study cell it serves."""
+
+    config_hash: str
+    config: RunConfig
+    cells: list[Cell] = field(default_factory=list)
+
+    @property
+    def studies(self) -> list[str]:
+        """Ids of the studies this run serves, sorted."""
+        return sorted({c.study for c in self.cells})
+
+    def __repr__(self) -> str:
+        return f"PlannedRun({self.config_hash}, {len(self.cells)} cells, studies={self.studies})"
+
+
+# ---------------------------------------------------------------------------------------------
+# Cells and labels
+
+
+def _value_label(value: Any) -> str:
+    """Readable text of a grid value: `gem`, `0.0001`, `64x64`, `triplet margin=1`."""
+    if isinstance(value, bool) or value is None:
+        return str(value).lower() if value is not None else "null"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, Mapping):
+        head = [str(value["name"])] if "name" in value else []
+        return " ".join(head + [f"{k}={_value_label(v)}" for k, v in value.items() if k != "name"])
+    if isinstance(value, (list, tuple)):
+        return "x".join(_value_label(v) for v in value)
+    return str(value)
+
+
+def _cell_layers(study: Study) -> list[tuple[str, list[dict[str, Any]]]]:
+    """(label, [grid layer, variant layer]) per cell, grid points outer, variants inner."""
+    axes = list(study.grid)
+    points = list(itertools.product(*(study.grid[a] for a in axes))) if axes else [()]
+    variants: list[Variant | None] = list(study.variants) or [None]
+    cells = []
+    for point in points:
+        grid_label = " / ".join(_value_label(v) for v in point)
+        for variant in variants:
+            labels = [text for text in (grid_label, variant.label if variant else "") if text]
+            layers = [dict(zip(axes, point))] + ([variant.set] if variant else [])
+            cells.append((" / ".join(labels) or "base", layers))
+    return cells
+
+
+def _flat_paths(layer: Mapping[str, Any], prefix: str = "") -> list[str]:
+    """Dotted leaf paths of a nested layer."""
+    out = []
+    for key, value in layer.items():
+        path = f"{prefix}{key}"
+        out += _flat_paths(value, path + ".") if isinstance(value, Mapping) and value else [path]
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Profile and roots layers
+
+
+class _ProfileRun(_Strict):
+    set_: dict[str, Any] = Field(default_factory=dict, alias="set")
+    max_epochs: Annotated[int, Field(ge=1)] | None = None
+
+
+def profile_run(profile: Mapping[str, Any] | None) -> tuple[dict[str, Any], int | None]:
+    """(scale layer, max_epochs) of a params.yaml profile's `run:` section (both empty if absent)."""
+    run = (profile or {}).get("run") or {}
+    source = "params.yaml profile run section"
+    try:
+        parsed = _ProfileRun.model_validate(run)
+    except ValidationError as err:
+        lines = []
+        for e in err.errors():
+            where = "run." + ".".join(map(str, e["loc"]))
+            lines.append(f"{where}: unknown key (valid: set, max_epochs)" if e["type"] == "extra_forbidden"
+                         else f"{where}: {e['msg']} (got {e['input']!r})")
+        raise StudyError(lines, source) from None
+    layer = nest_dotted(parsed.set_, source)
+    fixed = [p for p in _flat_paths(layer)
+             if p not in PROFILE_SCALE_EXCEPTIONS and any(p == f or p.startswith(f + ".") for f in PROFILE_FIXED)]
+    if fixed:
+        raise StudyError([f"run.set.{p}: a profile scales runs and may not change what is compared "
+                          f"({', '.join(PROFILE_FIXED)}); cap epochs with run.max_epochs" for p in fixed], source)
+    return layer, parsed.max_epochs
+
+
+def roots_layer(roots: Mapping[str, str] | None) -> dict[str, Any]:
+    """{train, val, <test name>...} (data/prepared/datasets.json "roots") as a config layer."""
+    if not roots:
+        return {}
+    data: dict[str, Any] = {}
+    tests = {}
+    for key, path in roots.items():
+        if key in _ROOT_KEYS:
+            data[_ROOT_KEYS[key]] = str(path)
+        else:
+            tests[key] = str(path)
+    if tests:
+        data["test_roots"] = tests
+    return {"data": data}
+
+
+# ---------------------------------------------------------------------------------------------
+# Public API
+
+
+def _cell_source(study: Study, label: str, seed: int) -> str:
+    return f"{study.path}: cell {label!r}, seed {seed}"
+
+
+def expand_study(study: Study, profile: Mapping[str, Any] | None = None,
+                 roots: Mapping[str, str] | None = None) -> list[Cell]:
+    """Every cell x seed of `study` as a resolved config (layer order: module docstring).
+
+    `profile` is one profile of params.yaml (its `run:` section is used); `roots` the dataset
+    roots from the prepare stage. Raises ConfigError naming the file, the cell and the key.
+    """
+    scale, max_epochs = profile_run(profile)
+    data = roots_layer(roots)
+    cells = []
+    for label, layers in _cell_layers(study):
+        for seed in study.seeds:
+            source = _cell_source(study, label, seed)
+            stack = [study.base, *layers, {"seed": seed}, scale]
+            cfg = config_from_layers([*stack, data], source)
+            if max_epochs is not None and cfg.training.epochs > max_epochs:
+                cfg = config_from_layers([*stack, {"training": {"epochs": max_epochs}}, data], source)
+            cells.append(Cell(study.id, label, seed, cfg, config_hash(cfg)))
+    return cells
+
+
+def _check(study: Study) -> list[str]:
+    """Cross-field rules of a parsed study (everything but config validity)."""
+    problems = []
+    if study.id != study.path.stem:
+        problems.append(f"study: must equal the file name without .yaml ({study.path.stem!r}), got {study.id!r}")
+    for where, layer in [("base", study.base)] + [(f"variants[{i}].set", v.set) for i, v in enumerate(study.variants)]:
+        try:
+            nested = nest_dotted(layer)
+        except ConfigError as err:
+            problems += [f"{where}: {p}" for p in err.problems]
+            continue
+        if "seed" in nested:
+            problems.append(f"{where}.seed: set seeds with the top-level `seeds:` list")
+    if "seed" in study.grid:
+        problems.append("grid.seed: set seeds with the top-level `seeds:` list")
+    labels = study.labels
+    repeated = sorted({x for x in labels if labels.count(x) > 1})
+    if repeated:
+        problems.append(f"variants: cell labels must be unique, repeated: {repeated}")
+    valid = ", ".join(repr(x) for x in labels)
+    for label, cell in study.published.items():
+        if label not in labels:
+            problems.append(f"published[{label!r}]: not a cell of this study (cells: {valid})")
+        if not cell:
+            problems.append(f"published[{label!r}]: no numbers (give {', '.join(DATASETS)} or per_epoch)")
+        if "per_epoch" in cell and study.kind != "per_epoch":
+            problems.append(f"published[{label!r}].per_epoch: only for kind per_epoch (this study is {study.kind})")
+    if study.baseline is not None and study.baseline not in labels:
+        problems.append(f"baseline: {study.baseline!r} is not a cell of this study (cells: {valid})")
+    return problems
+
+
+def load_study(path: str | Path) -> Study:
+    """Parse and validate one study file; every cell is resolved (recipe defaults, no profile) so
+    that a wrong name or value fails here. Raises StudyError/ConfigError naming the file and key."""
+    path = Path(path)
+    raw = _read_yaml(path)
+    try:
+        m = _StudyModel.model_validate(raw)
+    except ValidationError as err:
+        raise StudyError(_describe(err), str(path)) from None
+    study = Study(
+        path=path, id=m.study, paper=m.paper, reproduces=m.reproduces, title=m.title, kind=m.kind,
+        base=m.base, seeds=tuple(m.seeds), grid=m.grid,
+        variants=tuple(Variant(v.label, v.set_) for v in m.variants),
+        published={label: cell.model_dump(by_alias=True, exclude_none=True) for label, cell in m.published.items()},
+        baseline=m.baseline,
+    )
+    problems = _check(study)
+    if problems:
+        raise StudyError(problems, str(path))
+    expand_study(study)
+    return study
+
+
+def _study_files(paths_or_dirs: Iterable[str | Path]) -> list[Path]:
+    files: list[Path] = []
+    for item in paths_or_dirs:
+        p = Path(item)
+        if p.is_dir():
+            files += sorted(f for f in p.glob("*.yaml") if not f.name.startswith("tune_"))
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise StudyError(f"{p}: no such study file or folder")
+    seen: set[Path] = set()
+    unique = []
+    for f in files:  # a file named twice (itself and via its folder) is loaded once
+        if f.resolve() not in seen:
+            seen.add(f.resolve())
+            unique.append(f)
+    return unique
+
+
+def load_studies(paths_or_dirs: Sequence[str | Path] = ("experiments",)) -> list[Study]:
+    """Every study in the given files and folders (folders: *.yaml except tune_*.yaml, sorted).
+
+    Study ids must be unique: a repeated id is an error naming both files.
+    """
+    if isinstance(paths_or_dirs, (str, Path)):
+        paths_or_dirs = [paths_or_dirs]
+    studies: list[Study] = []
+    by_id: dict[str, Path] = {}
+    for f in _study_files(paths_or_dirs):
+        study = load_study(f)
+        if study.id in by_id:
+            raise StudyError(f"study: id {study.id!r} is defined twice: {by_id[study.id]} and {f}")
+        by_id[study.id] = f
+        studies.append(study)
+    return studies
+
+
+def plan(studies: Iterable[Study], profile: Mapping[str, Any] | None = None,
+         roots: Mapping[str, str] | None = None) -> list[PlannedRun]:
+    """Expand every study and merge cells with the same config hash into one PlannedRun.
+
+    Order is stable: runs appear in the order of their first cell (studies in the given order,
+    cells in expansion order). The run's config is its first cell's (same hash = same semantics).
+    """
+    runs: dict[str, PlannedRun] = {}
+    for study in studies:
+        for cell in expand_study(study, profile, roots):
+            run = runs.get(cell.config_hash)
+            if run is None:
+                run = runs[cell.config_hash] = PlannedRun(cell.config_hash, cell.config)
+            run.cells.append(cell)
+    return list(runs.values())

@@ -1,0 +1,164 @@
+"""Sweeps end to end with real processes and a real MLflow SQLite store: run, rerun, kill, concurrency."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from mlflow import MlflowClient
+
+TINY_PROFILE = {
+    "data": {"source": "embedded"},
+    "run": {"set": {"data.image_size": [32, 32], "evaluation.resize": [32, 32], "model.pretrained": "none",
+                    "training.places_per_batch": 8, "training.batches_per_epoch": 2, "data.num_workers": 0,
+                    "training.device": "cpu", "scheduler.warmup_steps": 0}},
+}
+
+
+def make_project(tmp_path: Path, embedded_root: Path, cells: list[str], epochs: int = 2) -> Path:
+    """A project folder with params.yaml, a prepared-datasets file and one study of `cells` aggregators."""
+    project = tmp_path / "project"
+    (project / "experiments").mkdir(parents=True)
+    (project / "params.yaml").write_text(yaml.safe_dump({"profile": "tiny", "jobs": 1, "profiles": {"tiny": TINY_PROFILE}}))
+    prepared = project / "data" / "prepared"
+    prepared.mkdir(parents=True)
+    roots = {"train": str(embedded_root / "gsv_xs"), "val": str(embedded_root / "sf_xs" / "val"),
+             "sf_xs_test": str(embedded_root / "sf_xs" / "test"), "tokyo_xs": str(embedded_root / "tokyo_xs" / "test")}
+    (prepared / "datasets.json").write_text(json.dumps({"profile": "tiny", "roots": roots}))
+    study = {"study": "t_aggregators", "paper": "003", "reproduces": "Table 2", "title": "test", "kind": "final",
+             "base": {"optimizer": {"name": "adam", "lr": 1e-3}, "scheduler": {"name": "none"},
+                      "training.epochs": epochs},
+             "seeds": [0], "grid": {"model.aggregator.name": cells}}
+    (project / "experiments" / "t_aggregators.yaml").write_text(yaml.safe_dump(study, sort_keys=False))
+    return project
+
+
+def vpr(project: Path, *args: str, wait: bool = True):
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env.pop("MLFLOW_TRACKING_URI", None)
+    cmd = [sys.executable, "-m", "pipeline.cli", *args]
+    if not wait:
+        return subprocess.Popen(cmd, cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True, start_new_session=True)
+    return subprocess.run(cmd, cwd=project, env=env, capture_output=True, text=True, timeout=900)
+
+
+def finished_runs(project: Path) -> dict[str, list]:
+    client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("vpr-sweep")
+    runs = client.search_runs([exp.experiment_id], "tags.`vpr.kind` = 'run'")
+    out: dict[str, list] = {}
+    for r in runs:
+        if r.data.tags.get("vpr.status") == "finished":
+            out.setdefault(r.data.tags["vpr.config_hash"], []).append(r)
+    return out
+
+
+def test_sweep_runs_records_and_skips_on_rerun(embedded_root, tmp_path):
+    project = make_project(tmp_path, embedded_root, ["avg", "gem"])
+    plan = vpr(project, "sweep", "plan")
+    assert plan.returncode == 0, plan.stderr
+    assert plan.stdout.count(" new ") == 2 and "t_aggregators: avg" in plan.stdout
+
+    run = vpr(project, "sweep", "run", "--jobs", "2")
+    assert run.returncode == 0, run.stdout + run.stderr
+    runs = finished_runs(project)
+    assert len(runs) == 2 and all(len(v) == 1 for v in runs.values())
+    for (r,) in runs.values():
+        m = r.data.metrics
+        assert {"val_recall_at_1", "test_sf_xs_test_recall_at_1", "test_tokyo_xs_recall_at_1",
+                "train_loss", "lr"} <= set(m)
+        assert r.data.params["model.aggregator.name"] in ("avg", "gem")
+        assert r.data.tags["vpr.studies"] == "t_aggregators"
+        assert r.data.tags.get("mlflow.parentRunId")
+        client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+        history = client.get_metric_history(r.info.run_id, "val_recall_at_1")
+        assert [h.step for h in history] == [0, 1]
+        artifacts = {a.path for a in client.list_artifacts(r.info.run_id)}
+        assert {"config.yaml", "history.json", "best.pt", "predictions"} <= artifacts
+
+    again = vpr(project, "sweep", "run")
+    assert again.returncode == 0 and "0 to execute" in again.stdout
+    assert "finished" in vpr(project, "sweep", "plan").stdout
+
+    report = vpr(project, "report", "--out", "reports")
+    assert report.returncode == 0, report.stderr
+    import pandas as pd
+
+    table = pd.read_csv(project / "reports" / "runs.csv")
+    assert len(table) == 2 and set(table["status"]) == {"finished"}
+    assert table["test_tokyo_xs_recall_at_1"].notna().all()
+
+
+def test_failed_run_is_recorded_and_does_not_stop_the_others(embedded_root, tmp_path):
+    project = make_project(tmp_path, embedded_root, ["avg", "gem"])
+    study_path = project / "experiments" / "t_aggregators.yaml"
+    study = yaml.safe_load(study_path.read_text())
+    study["variants"] = [{"label": "ok", "set": {}}, {"label": "explodes", "set": {"optimizer.lr": 1e30,
+                          "loss": {"name": "contrastive"}, "miner": "none", "training.batches_per_epoch": 6}}]
+    study["grid"] = {"model.aggregator.name": ["cosplace"]}
+    study_path.write_text(yaml.safe_dump(study))
+    run = vpr(project, "sweep", "run")
+    assert run.returncode == 1
+    assert "1 run(s) failed" in run.stdout
+    assert len(finished_runs(project)) == 1
+    client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("vpr-sweep")
+    failed = client.search_runs([exp.experiment_id], "tags.`vpr.status` = 'failed'")
+    assert len(failed) == 1 and "NonFiniteLossError" in failed[0].data.tags["vpr.error"]
+
+
+def test_killed_sweep_resumes_without_losing_or_duplicating(embedded_root, tmp_path):
+    project = make_project(tmp_path, embedded_root, ["avg", "gem", "cosplace"], epochs=3)
+    sweep = vpr(project, "sweep", "run", "--jobs", "1", wait=False)
+    runs_dir = project / "runs"
+    deadline = time.time() + 600
+    victim = None
+    while time.time() < deadline:
+        done = [d for d in runs_dir.glob("*") if (d / "summary.json").exists()]
+        started = [d for d in runs_dir.glob("*") if d not in done and (d / "history.json").exists()]
+        if done and started:
+            victim = started[0]
+            break
+        time.sleep(0.1)
+    assert victim is not None, "sweep never reached the second run"
+    os.killpg(sweep.pid, signal.SIGKILL)
+    sweep.wait()
+    epochs_before = len(json.loads((victim / "history.json").read_text()))
+    assert 1 <= epochs_before < 3
+    time.sleep(0.5)  # let the killed worker's lock go
+    plan = vpr(project, "sweep", "plan")
+    assert "interrupted" in plan.stdout
+
+    rerun = vpr(project, "sweep", "run", "--jobs", "1")
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    runs = finished_runs(project)
+    assert len(runs) == 3 and all(len(v) == 1 for v in runs.values())
+    assert "resumed" in (victim / "worker.log").read_text()
+    history = json.loads((victim / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [0, 1, 2]
+    client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+    (killed_run,) = runs[victim.name]
+    steps = [m.step for m in client.get_metric_history(killed_run.info.run_id, "val_recall_at_1")]
+    assert sorted(steps) == [0, 1, 2]  # the same MLflow run continued, no epoch lost or repeated
+
+
+def test_two_concurrent_sweeps_share_one_store(embedded_root, tmp_path):
+    project = make_project(tmp_path, embedded_root, ["avg", "gem", "cosplace", "convap"])
+    first = vpr(project, "sweep", "run", "--jobs", "1", wait=False)
+    second = vpr(project, "sweep", "run", "--jobs", "1", wait=False)
+    out1, _ = first.communicate(timeout=900)
+    out2, _ = second.communicate(timeout=900)
+    assert "locked" not in (out1 + out2).lower()
+    runs = finished_runs(project)
+    # Each sweep skips what the other holds; together they finish every hash exactly once.
+    assert len(runs) == 4 and all(len(v) == 1 for v in runs.values()), out1 + out2
+    if first.returncode or second.returncode:
+        pytest.fail(out1 + out2)
