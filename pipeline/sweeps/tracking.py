@@ -71,7 +71,9 @@ class Tracker:
         from mlflow import MlflowClient
 
         self.tracking_uri = tracking_uri or default_tracking_uri()
-        self.client = MlflowClient(tracking_uri=self.tracking_uri)
+        with _sqlite_init_lock(self.tracking_uri):  # the client creates the schema on construction
+            self.client = MlflowClient(tracking_uri=self.tracking_uri)
+            _retry(lambda: self.client.get_experiment_by_name(experiment), "open store")
         self.experiment_name = experiment
         self.artifact_root = artifact_root
         self._experiment_id: str | None = None
