@@ -655,7 +655,7 @@ def generate(out: Path, seed: int = 0, scale: str = "demo", image_size: int | No
         workers = min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
     workers = max(1, workers)
     with tqdm(total=n_images, unit="img", desc=f"synth {scale}", disable=not progress) as bar:
-        if workers == 1 or n_images < 200:
+        if workers == 1 or len(jobs) < 4:
             for job in jobs:
                 bar.update(_render_task(job))
         else:
