@@ -73,23 +73,26 @@ class SynthScale:
 
 
 SCALES: dict[str, SynthScale] = {
-    # seconds on a laptop CPU; sized for the tests, the CPU demo and one-minute training runs
+    # ~3.4k images, a few seconds on 2 cores: tests, the CPU demo, one-minute training runs
     "demo": SynthScale(cities=4, places_per_city=100, min_images=4, max_images=6,
                        val_places=160, test_places=200, tokyo_places=120, db_per_place=2,
                        val_query_fraction=1.0, test_query_fraction=0.8, tokyo_query_fraction=0.8,
                        image_size=64),
+    # ~14k images, ~30 s on 2 cores: laptop studies with more data
     "small": SynthScale(cities=5, places_per_city=300, min_images=4, max_images=8,
                         val_places=400, test_places=600, tokyo_places=300, db_per_place=3,
                         val_query_fraction=1.0, test_query_fraction=0.6, tokyo_query_fraction=0.5,
                         image_size=128),
+    # ~40k images at 224 px, a few minutes on 2 cores
     "medium": SynthScale(cities=6, places_per_city=800, min_images=4, max_images=8,
                          val_places=1000, test_places=1500, tokyo_places=800, db_per_place=3,
                          val_query_fraction=1.0, test_query_fraction=0.6, tokyo_query_fraction=0.4,
                          image_size=224),
-    # GPU benchmarks: real-sized images (GSV-Cities is trained at 320 x 320)
-    "large": SynthScale(cities=8, places_per_city=1500, min_images=4, max_images=8,
+    # GPU benchmarks, ~77k images (~2.3 GB) at the real training size (GSV-Cities: 320 x 320);
+    # test query counts match SF-XS test (1000) and Tokyo-XS (315)
+    "large": SynthScale(cities=8, places_per_city=1000, min_images=4, max_images=8,
                         val_places=2000, test_places=3000, tokyo_places=1500, db_per_place=4,
-                        val_query_fraction=1.0, test_query_fraction=0.4, tokyo_query_fraction=0.25,
+                        val_query_fraction=1.0, test_query_fraction=1 / 3, tokyo_query_fraction=0.21,
                         image_size=320),
 }
 
@@ -606,6 +609,9 @@ def generate(out: Path, seed: int = 0, scale: str = "demo", image_size: int | No
     """
     if scale not in SCALES:
         raise ValueError(f"unknown synthetic scale '{scale}'; valid scales: {', '.join(SCALES)}")
+    if int(seed) != seed or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    seed = int(seed)
     sc = SCALES[scale]
     size = int(image_size or sc.image_size)
     if size < 16:
