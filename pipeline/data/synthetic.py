@@ -38,8 +38,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
-from pipeline.data.formats import (ImageRecord, format_image_name, gsv_cities_image_name,
-                                   latlon_to_utm, utm_to_latlon)
+from pipeline.data.formats import (ORIGINAL_CSV_COLUMNS, ImageRecord, format_image_name,
+                                   gsv_cities_image_name, latlon_to_utm, utm_to_latlon)
 
 GENERATOR_VERSION = 1
 MARKER = "synth.json"
@@ -167,7 +167,7 @@ def _key(text: str) -> int:
 
 def _rng(*parts: int | str) -> np.random.Generator:
     """Independent generator for a tuple of ints/names; the same tuple always gives the same stream."""
-    return np.random.default_rng([p if isinstance(p, int) else _key(p) for p in parts])
+    return np.random.default_rng([_key(p) if isinstance(p, str) else int(p) for p in parts])
 
 
 # --- scene rendering -----------------------------------------------------------------------------
@@ -348,7 +348,8 @@ def _draw_occluders(img: Image.Image, rng: np.random.Generator, count: int) -> N
             r = s * rng.uniform(0.1, 0.22)
             y = s * rng.uniform(0.3, 0.6)
             draw.rectangle([x - s * 0.02, y, x + s * 0.02, s], fill=(70, 50, 35))
-            draw.ellipse([x - r, y - r, x + r, y + r], fill=(int(colour[0] * 0.4), int(80 + colour[1] * 0.5), 40))
+            leaves = (int(colour[0] * 0.4), int(80 + colour[1] * 0.5), 40)
+            draw.ellipse([x - r, y - r, x + r, y + r], fill=leaves)
         else:  # pedestrian
             ph = s * rng.uniform(0.25, 0.45)
             y = s * rng.uniform(0.85, 1.0)
@@ -603,8 +604,8 @@ def generate(out: Path, seed: int = 0, scale: str = "demo", image_size: int | No
              gsv_cities_layout: bool = False, progress: bool = True, workers: int | None = None) -> dict:
     """Write the embedded datasets under `out`; return a summary dict (counts per split, params).
 
-    The files are a function of (seed, scale, image_size) alone: `workers` (default: up to 2
-    processes) only changes speed. `out` must be new, empty or hold a previous generation (its
+    The files are a function of (seed, scale, image_size) alone: `workers` (default: the usable
+    CPUs, at most 8) only changes speed. `out` must be new, empty or hold a previous generation (its
     `synth.json` marker), which is removed first. Raises ValueError for an unknown scale.
     """
     if scale not in SCALES:
@@ -643,8 +644,7 @@ def generate(out: Path, seed: int = 0, scale: str = "demo", image_size: int | No
         import pandas as pd  # only this optional layout needs it
         (out / "gsv_cities/Dataframes").mkdir(parents=True, exist_ok=True)
         for city, rows in frames.items():
-            pd.DataFrame(rows, columns=["place_id", "year", "month", "northdeg", "city_id", "lat",
-                                        "lon", "panoid"]).to_csv(
+            pd.DataFrame(rows, columns=ORIGINAL_CSV_COLUMNS).to_csv(
                 out / f"gsv_cities/Dataframes/{city}.csv", index=False)
         counts["gsv_cities"] = dict(train_counts)
 
@@ -657,8 +657,9 @@ def generate(out: Path, seed: int = 0, scale: str = "demo", image_size: int | No
 
     n_images = sum(len(t.views) for t in tasks)
     jobs = [(seed, size, str(out), t) for t in tasks]
-    if workers is None:
-        workers = min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    if workers is None:  # the CPUs this process may use (a container's share, not the host's)
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        workers = min(8, cpus)
     workers = max(1, workers)
     with tqdm(total=n_images, unit="img", desc=f"synth {scale}", disable=not progress) as bar:
         if workers == 1 or len(jobs) < 4:
