@@ -37,6 +37,11 @@ def _utm(paths: list[Path]) -> np.ndarray:
     return np.array([[parse_image_name(p).utm_east, parse_image_name(p).utm_north] for p in paths])
 
 
+def _pixels(path: Path, dtype=np.uint8) -> np.ndarray:
+    with Image.open(path) as img:
+        return np.asarray(img, dtype=dtype)
+
+
 def _eval_files(root: Path, split: str) -> tuple[list[Path], list[Path]]:
     return sorted((root / split / "database").glob("*.jpg")), sorted((root / split / "queries").glob("*.jpg"))
 
@@ -127,9 +132,7 @@ def test_same_seed_same_files_any_worker_count(tmp_path, tiny):
         assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes(), rel
     sample = [f for f in files if f.endswith(".jpg")][::17]
     for rel in sample:
-        pixels_a = np.asarray(Image.open(tmp_path / "a" / rel))
-        pixels_b = np.asarray(Image.open(tmp_path / "b" / rel))
-        assert np.array_equal(pixels_a, pixels_b)
+        assert np.array_equal(_pixels(tmp_path / "a" / rel), _pixels(tmp_path / "b" / rel))
 
 
 def test_different_seed_different_data(tmp_path, tiny):
@@ -137,8 +140,8 @@ def test_different_seed_different_data(tmp_path, tiny):
     generate(tmp_path / "b", seed=1, scale=tiny, progress=False)
     files_a, files_b = _files(tmp_path / "a"), _files(tmp_path / "b")
     assert not (set(files_a) & set(files_b)) - {"synth.json"}
-    img_a = np.asarray(Image.open(tmp_path / "a" / files_a[0]), dtype=np.int16)
-    img_b = np.asarray(Image.open(tmp_path / "b" / files_b[0]), dtype=np.int16)
+    img_a = _pixels(tmp_path / "a" / files_a[0], np.int16)
+    img_b = _pixels(tmp_path / "b" / files_b[0], np.int16)
     assert np.abs(img_a - img_b).mean() > 5
 
 
@@ -154,7 +157,7 @@ def test_views_of_a_place_vary(tmp_path, tiny):
     city = sorted((tmp_path / "out/gsv_xs/train").iterdir())[0]
     views: dict[int, list[np.ndarray]] = defaultdict(list)
     for path in sorted(city.glob("*.jpg")):
-        views[parse_image_name(path).place_id].append(np.asarray(Image.open(path), dtype=np.float32))
+        views[parse_image_name(path).place_id].append(_pixels(path, np.float32))
     first = next(iter(views.values()))
     assert all(np.abs(first[0] - other).mean() > 3 for other in first[1:])
 
