@@ -28,9 +28,9 @@ def test_a_cpu_minute_of_the_default_recipe_lifts_recall_by_20_points(demo_data,
     cfg = load_config(None, [
         f"data.train_root={demo_data}/gsv_xs", f"data.val_root={demo_data}/sf_xs/val",
         "data.image_size=[64,64]", "evaluation.resize=[64,64]", "model.pretrained=none",
-        "data.num_workers=0", "training.device=cpu", "training.places_per_batch=32",
-        "training.batches_per_epoch=25", "training.epochs=6", "scheduler.warmup_steps=20",
-        "scheduler.milestones=[4]"])
+        "data.num_workers=0", "training.device=cpu", "training.places_per_batch=16",
+        "training.batches_per_epoch=50", "training.epochs=6", "scheduler.warmup_steps=20",
+        "scheduler.milestones=[5]"])
     make_deterministic(cfg.seed)
     untrained = evaluate(model_from_config(cfg), EvalDataset(cfg.data.val_root, (64, 64)), progress=False)
     summary = train(cfg, out_dir=tmp_path / "run", progress=False)
