@@ -19,37 +19,15 @@ from torch.utils.data import DataLoader
 
 from pipeline.config import load_config
 from pipeline.data.datasets import EvalDataset, PlaceBatchSampler, TrainPlacesDataset, collate_places
-from pipeline.data.transforms import normalize
 from pipeline.evaluation import extract_descriptors
 from pipeline.training.components import build_loss, build_miner, build_optimizer
 from pipeline.training.reproducibility import resolve_device, resolve_precision
-from pipeline.training.trainer import model_from_config
+from pipeline.training.trainer import make_train_step, model_from_config
 
 
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def _step_fn(model, loss_fn, miner, optimizer, device, precision, channels_last):
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
-
-    def step(images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        x = normalize(images.to(device, non_blocking=True))
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        labels = labels.to(device, non_blocking=True)
-        with autocast:
-            d = model(x)
-        d = d.float()
-        pairs = miner(d, labels) if miner is not None else None
-        loss = loss_fn(d, labels, pairs) if pairs is not None else loss_fn(d, labels)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        return loss.detach()
-
-    return step
 
 
 def main() -> None:
@@ -80,7 +58,7 @@ def main() -> None:
     loss_fn, miner = build_loss(cfg.loss).to(device), build_miner(cfg.miner)
     optimizer = build_optimizer(cfg.optimizer, [p for p in model.parameters() if p.requires_grad])
     net = torch.compile(model) if args.compile else model
-    step = _step_fn(net, loss_fn, miner, optimizer, device, precision, channels_last)
+    step = make_train_step(net, loss_fn, miner, optimizer, device, precision, channels_last)
     batch = args.places * args.k
     rows = []
 

@@ -9,14 +9,19 @@ import numpy as np
 import torch
 
 
-def make_deterministic(seed: int) -> None:
-    """Seed every RNG and ask for deterministic kernels (exact on CPU; best effort on GPU)."""
+def make_deterministic(seed: int, deterministic_kernels: bool = True) -> None:
+    """Seed every RNG; with `deterministic_kernels`, also ask torch for deterministic kernels.
+
+    The trainer asks for them on CPU (exact reruns and resume) but not on GPU, where they cost
+    speed (cuDNN autotuning off, slower scatter kernels); GPU runs are seeded, not bit-exact.
+    """
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    torch.backends.cudnn.benchmark = False
+    if deterministic_kernels:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.benchmark = not deterministic_kernels
 
 
 def resolve_device(name: str) -> torch.device:

@@ -79,8 +79,8 @@ def train(cfg: RunConfig, out_dir: str | Path | None = None, resume: bool = Fals
         raise FileExistsError(f"{out / LAST} exists: pass --resume to continue that run, or choose "
                               "another --out")
     dump_config(cfg, out / "config.yaml")
-    make_deterministic(cfg.seed)
     device = resolve_device(cfg.training.device)
+    make_deterministic(cfg.seed, deterministic_kernels=device.type == "cpu")
     precision = resolve_precision(cfg.training.precision, device)
     channels_last = _channels_last(cfg.training.channels_last, device)
 
@@ -167,6 +167,33 @@ def _run_epochs(ctx: _Context, state: TrainState, model, loader, sampler, val_se
             callback(epoch, metrics)
 
 
+def make_train_step(model, loss_fn, miner, optimizer, device: torch.device, precision: str,
+                    channels_last: bool, max_grad_norm: float | None = None
+                    ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """One optimisation step on a uint8 batch: copy, normalise on the device, forward (bf16 autocast
+    when asked), mine, loss, backward, step. Returns the detached loss without reading it back."""
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+    def step(images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        x = normalize(images.to(device, non_blocking=True))
+        labels = labels.to(device, non_blocking=True)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast:
+            descriptors = model(x)
+        descriptors = descriptors.float()
+        pairs = miner(descriptors, labels) if miner is not None else None
+        loss = loss_fn(descriptors, labels, pairs) if pairs is not None else loss_fn(descriptors, labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if max_grad_norm:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+        optimizer.step()
+        return loss.detach()
+
+    return step
+
+
 def _train_one_epoch(ctx: _Context, epoch: int, model, loader, loss_fn, miner, optimizer,
                      scheduler) -> tuple[float, int]:
     """One pass over the sampler's batches; returns (mean loss, images seen).
@@ -180,25 +207,11 @@ def _train_one_epoch(ctx: _Context, epoch: int, model, loader, loss_fn, miner, o
     steps, images_seen = 0, 0
     bar = tqdm(loader, desc=f"epoch {epoch}", unit="batch", disable=not ctx.progress, leave=False)
     start = time.perf_counter()
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=ctx.precision == "bf16")
+    step = make_train_step(model, loss_fn, miner, optimizer, device, ctx.precision, ctx.channels_last,
+                           cfg.training.max_grad_norm)
     for images, labels in bar:
-        images = images.to(device, non_blocking=True)
-        labels = labels.to(device, non_blocking=True)
-        x = normalize(images)
-        if ctx.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with autocast:
-            descriptors = model(x)
-        descriptors = descriptors.float()
-        pairs = miner(descriptors, labels) if miner is not None else None
-        loss = loss_fn(descriptors, labels, pairs) if pairs is not None else loss_fn(descriptors, labels)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.training.max_grad_norm:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.training.max_grad_norm)
-        optimizer.step()
+        loss_sum += step(images, labels)
         scheduler.step_batch()
-        loss_sum += loss.detach()
         steps += 1
         images_seen += images.shape[0]
         if steps % cfg.training.log_every == 0:
