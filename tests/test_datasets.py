@@ -109,3 +109,13 @@ def test_loader_raises_on_a_truncated_image_naming_it(embedded_copy):
     empty.write_bytes(b"")
     with pytest.raises(ImageLoadError, match="cannot read image"):
         load_image(empty, (32, 32))
+
+
+def test_original_gsv_cities_layout_loads_the_same_places(tmp_path):
+    from pipeline.data.synthetic import generate
+
+    generate(tmp_path / "d", seed=1, scale="demo", image_size=32, gsv_cities_layout=True, progress=False)
+    xs = TrainPlacesDataset(tmp_path / "d" / "gsv_xs", image_size=(32, 32))
+    original = TrainPlacesDataset(tmp_path / "d" / "gsv_cities", image_size=(32, 32))
+    assert len(original) == len(xs) and original.num_images == xs.num_images
+    assert torch.equal(original[(5, 9)][0], xs[(5, 9)][0])  # same images behind both layouts

@@ -162,3 +162,18 @@ def test_two_concurrent_sweeps_share_one_store(embedded_root, tmp_path):
     assert len(runs) == 4 and all(len(v) == 1 for v in runs.values()), out1 + out2
     if first.returncode or second.returncode:
         pytest.fail(out1 + out2)
+
+
+def test_plan_fails_early_on_a_missing_root_or_bad_study(embedded_root, tmp_path):
+    project = make_project(tmp_path, embedded_root, ["avg"])
+    datasets = project / "data" / "prepared" / "datasets.json"
+    good = datasets.read_text()
+    datasets.write_text(good.replace(str(embedded_root / "tokyo_xs"), "/nowhere/tokyo_xs"))
+    result = vpr(project, "sweep", "run")
+    assert result.returncode == 2 and "roots.tokyo_xs = '/nowhere/tokyo_xs/test'" in result.stderr
+    datasets.write_text(good)
+    study = project / "experiments" / "t_aggregators.yaml"
+    study.write_text(study.read_text().replace("- avg", "- avgg"))
+    result = vpr(project, "sweep", "plan")
+    assert result.returncode == 2 and "t_aggregators.yaml" in result.stderr and "avgg" in result.stderr
+    assert not (project / "runs").exists()

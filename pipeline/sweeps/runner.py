@@ -70,6 +70,10 @@ def build_context(files: list[str], params: str = "params.yaml", prepared: str =
     if roots is None:
         raise FileNotFoundError(f"{Path(prepared) / 'datasets.json'} not found: run `vpr prepare` "
                                 "(the DVC prepare stage) first")
+    missing = [f"roots.{k} = '{v}'" for k, v in roots.items() if not Path(v).is_dir()]
+    if missing:
+        raise FileNotFoundError(f"{Path(prepared) / 'datasets.json'}: dataset root(s) not found: "
+                                f"{', '.join(missing)}; rerun `vpr prepare` or fix the profile in {params}")
     studies = load_studies(files or ["experiments"])
     planned = [p for p in plan(studies, profile, roots) if in_shard(p.config_hash, parse_shard(shard))]
     return SweepContext(planned, name, Path(runs_dir), tracking_uri or default_tracking_uri())
