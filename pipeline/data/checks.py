@@ -11,7 +11,7 @@ from tqdm import tqdm
 
 from pipeline.data.formats import FormatError, parse_image_name
 from pipeline.data.index import (EVAL_LAYOUT, TRAIN_LAYOUT, DatasetLayoutError, compute_positives,
-                                 discover, list_images)
+                                 discover, is_training_split, list_images)
 
 # Splits each known dataset folder must have (the real releases' layout).
 EXPECTED_SPLITS = {"sf_xs": ("val", "test"), "tokyo_xs": ("test",), "gsv_xs": ("train",)}
@@ -81,7 +81,7 @@ def check_dataset(root: str | Path, min_images_per_place: int = 4, radius: float
         report.add("error", root, str(err))
         return report
     for key, folder in splits.items():
-        if folder.name == "train" or (folder / "Dataframes").is_dir():
+        if is_training_split(folder):
             _check_train(key, folder, min_images_per_place, decode_images, progress, report)
         else:
             _check_eval(key, folder, radius, decode_images, progress, report)

@@ -169,6 +169,11 @@ def discover(root: str | Path, parameter: str = "ROOT") -> dict[str, Path]:
     return found
 
 
+def is_training_split(folder: Path) -> bool:
+    """True for a training set found by `discover` (GSV-XS `train/` or a GSV-Cities root)."""
+    return (folder / "Dataframes").is_dir() or (folder.name == "train" and not (folder / "database").is_dir())
+
+
 def _has_city_dirs(folder: Path) -> bool:
     return any(p.is_dir() for p in folder.iterdir())
 
@@ -184,8 +189,8 @@ def write_index(root: str | Path, out: str | Path, radius: float = 25.0) -> dict
     summary: dict = {"root": str(root), "radius_m": radius, "splits": {}}
     for key, folder in discover(root).items():
         tag = key.replace("/", "_")
-        if key.endswith("/train") and not ((folder / "database").is_dir()):
-            df = index_training_set(folder.parent if folder.name == "train" else folder)
+        if is_training_split(folder):
+            df = index_training_set(folder)
             df["path"] = [str(Path(p).relative_to(root)) for p in df["path"]]
             df.to_csv(out / f"{tag}_manifest.csv", index=False)
             counts = df.groupby(["city", "place_id"]).size()

@@ -102,7 +102,6 @@ def _mlflow_run(tracker: Tracker, spec: Mapping[str, Any]) -> tuple[str, bool]:
 
 def _train_and_test(tracker: Tracker, run_id: str, spec: Mapping[str, Any], run_dir: Path,
                     progress: bool) -> dict[str, Any]:
-    from pipeline.evaluation.from_checkpoint import evaluate_checkpoint
     from pipeline.training.trainer import train
 
     cfg = config_from_dict(spec["config"])
@@ -122,6 +121,15 @@ def _train_and_test(tracker: Tracker, run_id: str, spec: Mapping[str, Any], run_
     tracker.log_artifact(run_id, run_dir / "val_predictions", "predictions/val")
     tests = test_run(tracker, run_id, cfg, run_dir) if spec.get("test", True) else {}
     return {"summary": summary, "tests": tests}
+
+
+def evaluate_run(spec: Mapping[str, Any]) -> dict[str, dict]:
+    """Test an already trained run (the `evaluate` stage): best checkpoint on every test set."""
+    run_dir = Path(spec["run_dir"])
+    with run_lock(run_dir):
+        tracker = Tracker(spec["tracking_uri"], spec["experiment"])
+        run_id, _ = _mlflow_run(tracker, spec)
+        return test_run(tracker, run_id, config_from_dict(spec["config"]), run_dir)
 
 
 def test_run(tracker: Tracker, run_id: str, cfg, run_dir: Path) -> dict[str, dict]:

@@ -79,9 +79,9 @@ def build_context(files: list[str], params: str = "params.yaml", prepared: str =
     return SweepContext(planned, name, Path(runs_dir), tracking_uri or default_tracking_uri())
 
 
-def run_states(ctx: SweepContext, tracker: Tracker) -> dict[str, str]:
+def run_states(ctx: SweepContext, tracker: Tracker, by_hash: dict[str, Any] | None = None) -> dict[str, str]:
     """State per hash: finished, failed, running (a live worker), interrupted, or new."""
-    by_hash = tracker.runs_by_hash()
+    by_hash = tracker.runs_by_hash() if by_hash is None else by_hash
     states = {}
     for p in ctx.planned:
         run = by_hash.get(p.config_hash)
@@ -123,8 +123,8 @@ def run_sweep(ctx: SweepContext, jobs: int = 1, test: bool = True, progress: boo
     tracker = Tracker(ctx.tracking_uri, ctx.experiment)
     tracker.ensure_experiment()  # create the store before any worker starts
     parents = study_parent_runs(tracker, sorted({s for p in ctx.planned for s in p.studies}))
-    states = run_states(ctx, tracker)
     by_hash = tracker.runs_by_hash()
+    states = run_states(ctx, tracker, by_hash)
     todo = []
     for p in ctx.planned:
         state = states[p.config_hash]
@@ -219,6 +219,3 @@ def summary_table(ctx: SweepContext, tracker: Tracker) -> str:
                     f"{fmt('test_tokyo_xs_recall_at_1')} |")
     return "\n".join(rows)
 
-
-def describe(p: PlannedRun) -> dict[str, Any]:
-    return {"hash": p.config_hash, "studies": list(p.studies), "labels": [c.label for c in p.cells]}

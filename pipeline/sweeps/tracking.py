@@ -101,8 +101,7 @@ class Tracker:
                 if exp is None:
                     raise
                 return exp.experiment_id
-        with _sqlite_init_lock(self.tracking_uri):
-            return _retry(get_or_create, "create experiment")
+        return _retry(get_or_create, "create experiment")
 
     # -- finding runs --------------------------------------------------------------------------
     def runs_by_hash(self, kind: str = "run") -> dict[str, Any]:

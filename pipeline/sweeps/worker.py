@@ -12,20 +12,13 @@ from pathlib import Path
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pipeline.sweeps.execute import RunBusy, execute_run, run_lock, test_run
+    from pipeline.sweeps.execute import RunBusy, evaluate_run, execute_run
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     spec = json.loads(Path((argv or sys.argv[1:])[0]).read_text())
     try:
         if spec.get("only_evaluate"):
-            from pipeline.config import config_from_dict
-            from pipeline.sweeps.execute import _mlflow_run
-            from pipeline.sweeps.tracking import Tracker
-
-            with run_lock(Path(spec["run_dir"])):
-                tracker = Tracker(spec["tracking_uri"], spec["experiment"])
-                test_run(tracker, _mlflow_run(tracker, spec)[0], config_from_dict(spec["config"]),
-                         Path(spec["run_dir"]))
+            evaluate_run(spec)
         else:
             execute_run(spec)
     except RunBusy as err:

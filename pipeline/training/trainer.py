@@ -53,7 +53,7 @@ class TrainState:
 def model_from_config(cfg: RunConfig, pretrained: str | None = None) -> torch.nn.Module:
     """Build the run's model (pass `pretrained='none'` when weights will be loaded from a checkpoint)."""
     m = cfg.model
-    agg = m.aggregator.model_dump() if hasattr(m.aggregator, "model_dump") else dict(m.aggregator)
+    agg = m.aggregator.model_dump()
     name = agg.pop("name")
     return build_model(backbone=m.backbone, pretrained=pretrained or m.pretrained,
                        layers_to_crop=tuple(m.layers_to_crop), layers_to_freeze=m.layers_to_freeze,
