@@ -177,3 +177,16 @@ def test_plan_fails_early_on_a_missing_root_or_bad_study(embedded_root, tmp_path
     result = vpr(project, "sweep", "plan")
     assert result.returncode == 2 and "t_aggregators.yaml" in result.stderr and "avgg" in result.stderr
     assert not (project / "runs").exists()
+
+
+def test_evaluate_stage_tests_runs_trained_with_skip_test(embedded_root, tmp_path):
+    project = make_project(tmp_path, embedded_root, ["avg"], epochs=1)
+    trained = vpr(project, "sweep", "run", "--skip-test")
+    assert trained.returncode == 0, trained.stdout + trained.stderr
+    ((run,),) = finished_runs(project).values()
+    assert "test_tokyo_xs_recall_at_1" not in run.data.metrics
+    evaluated = vpr(project, "sweep", "evaluate")
+    assert evaluated.returncode == 0 and "1 to test" in evaluated.stdout, evaluated.stdout + evaluated.stderr
+    ((run,),) = finished_runs(project).values()
+    assert {"test_sf_xs_test_recall_at_1", "test_tokyo_xs_recall_at_1"} <= set(run.data.metrics)
+    assert "0 to test" in vpr(project, "sweep", "evaluate").stdout
