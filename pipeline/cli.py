@@ -107,6 +107,20 @@ def _sweep_evaluate(args: argparse.Namespace) -> int:
     return run_sweep(_sweep_context(args), jobs=args.jobs, only_evaluate=True, summary_path=args.summary)
 
 
+def _tune_run(args: argparse.Namespace) -> int:
+    from pipeline.sweeps.tune_runner import TuningWorkersFailed, run_tuning
+
+    failed = 0
+    for study in args.studies:
+        try:
+            run_tuning(study, workers=args.workers, storage_url=args.storage, params=args.params,
+                       prepared=args.prepared, runs_dir=args.runs_dir, out_root=args.out)
+        except TuningWorkersFailed as err:
+            print(f"vpr: error: {err}", file=sys.stderr)
+            failed += 1
+    return 1 if failed else 0
+
+
 def _report(args: argparse.Namespace) -> int:
     from pipeline.reporting.runs_table import write_runs_report
 
@@ -231,6 +245,25 @@ def build_parser() -> argparse.ArgumentParser:
     ev_p.add_argument("--jobs", type=int, default=1)
     ev_p.add_argument("--shard", default=None)
     ev_p.set_defaults(func=_sweep_evaluate)
+
+    tune = sub.add_parser("tune", help="Optuna tuning of learning rate and weight decay per optimizer",
+                          description="Tune with Optuna: one study per optimizer, pruned on per-epoch val "
+                          "Recall@1, resumable, every trial an MLflow run.")
+    tune_sub = tune.add_subparsers(dest="tune_command", required=True)
+    tune_run = tune_sub.add_parser("run", help="run tuning files to their budget",
+                                   description="Run each tuning file (experiments/tune_*.yaml) with N worker "
+                                   "processes; a rerun continues to the budget. Writes OUT/<id>/best_params.json "
+                                   "and figures.")
+    tune_run.add_argument("studies", nargs="+", help="tuning files (experiments/tune_*.yaml)")
+    tune_run.add_argument("--workers", type=int, default=1, help="worker processes on this machine")
+    tune_run.add_argument("--storage", default=None,
+                          help="Optuna storage URL (e.g. postgresql://...) shared by machines; default: a "
+                          "JournalStorage file optuna/<id>.journal")
+    tune_run.add_argument("--params", default="params.yaml")
+    tune_run.add_argument("--prepared", default="data/prepared")
+    tune_run.add_argument("--runs-dir", default="runs")
+    tune_run.add_argument("--out", default="reports/tuning", help="output folder (default reports/tuning)")
+    tune_run.set_defaults(func=_tune_run)
 
     report = sub.add_parser("report", help="write reports/ from the MLflow runs",
                             description="Write runs.csv (one row per run, every metric), curves.csv and metrics.json.")
