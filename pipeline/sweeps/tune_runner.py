@@ -49,6 +49,9 @@ def run_tuning(path: str | Path, workers: int = 1, storage_url: str | None = Non
     for opt, space in tuning.optimizers.items():
         study = optuna.create_study(study_name=study_name(tuning, opt), storage=storage, direction="maximize",
                                     sampler=make_sampler(tuning.sampler, space), load_if_exists=True)
+        if not study.trials:  # a fresh study: the file's starting points go first, once
+            for point in tuning.enqueue.get(opt, []):
+                study.enqueue_trial(point)
         dead = fail_dead_trials(study)
         if dead:
             print(f"{study.study_name}: {dead} trial(s) of a dead worker marked failed", flush=True)

@@ -99,6 +99,8 @@ class _TuningModel(_Strict):
     pruner: PrunerSpec = PrunerSpec()
     budget: BudgetSpec = BudgetSpec()
     optimizers: dict[str, dict[str, ParamRange]]
+    # Points tried first, per optimizer (e.g. the paper's best values), before the sampler's own.
+    enqueue: dict[str, list[dict[str, float]]] = {}
 
 
 @dataclass(frozen=True)
@@ -113,6 +115,7 @@ class Tuning:
     pruner: PrunerSpec
     budget: BudgetSpec
     optimizers: dict[str, dict[str, ParamRange]]
+    enqueue: dict[str, list[dict[str, float]]]
 
 
 def load_tuning(path: str | Path) -> Tuning:
@@ -146,11 +149,23 @@ def load_tuning(path: str | Path) -> Tuning:
                                 f"(valid: {', '.join(accepted)})")
         if not space:
             problems.append(f"optimizers.{opt}: empty search space")
+    for opt, points in model.enqueue.items():
+        space = model.optimizers.get(opt)
+        if space is None:
+            problems.append(f"enqueue.{opt}: not among the tuned optimizers ({', '.join(model.optimizers)})")
+            continue
+        for i, point in enumerate(points):
+            if set(point) != set(space):
+                problems.append(f"enqueue.{opt}[{i}]: give exactly the tuned parameters {sorted(space)}")
+            for param, value in point.items():
+                if param in space and not space[param].bounds()[0] <= value <= space[param].bounds()[1]:
+                    problems.append(f"enqueue.{opt}[{i}].{param}: {value} is outside the search range "
+                                    f"{space[param].bounds()}")
     if problems:
         raise TuningError(problems, str(path))
     base = nest_dotted(model.base, str(path))
     tuning = Tuning(path, model.tuning, model.reproduces, base, model.sampler, model.pruner, model.budget,
-                    model.optimizers)
+                    model.optimizers, model.enqueue)
     for opt, space in tuning.optimizers.items():  # every corner of the space must be a valid config
         for corner in (0, 1):
             params = {p: r.bounds()[corner] for p, r in space.items()}
