@@ -110,8 +110,13 @@ def _sweep_evaluate(args: argparse.Namespace) -> int:
 def _tune_run(args: argparse.Namespace) -> int:
     from pipeline.sweeps.tune_runner import TuningWorkersFailed, run_tuning
 
+    files = []
+    for arg in args.studies:  # a folder means every tune_*.yaml in it
+        files += sorted(Path(arg).glob("tune_*.yaml")) if Path(arg).is_dir() else [Path(arg)]
+    if not files:
+        raise FileNotFoundError(f"no tuning file (tune_*.yaml) in {args.studies}")
     failed = 0
-    for study in args.studies:
+    for study in files:
         try:
             run_tuning(study, workers=args.workers, storage_url=args.storage, params=args.params,
                        prepared=args.prepared, runs_dir=args.runs_dir, out_root=args.out)
@@ -254,7 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    description="Run each tuning file (experiments/tune_*.yaml) with N worker "
                                    "processes; a rerun continues to the budget. Writes OUT/<id>/best_params.json "
                                    "and figures.")
-    tune_run.add_argument("studies", nargs="+", help="tuning files (experiments/tune_*.yaml)")
+    tune_run.add_argument("studies", nargs="+", help="tuning files, or folders of tune_*.yaml (e.g. experiments)")
     tune_run.add_argument("--workers", type=int, default=1, help="worker processes on this machine")
     tune_run.add_argument("--storage", default=None,
                           help="Optuna storage URL (e.g. postgresql://...) shared by machines; default: a "

@@ -3,6 +3,8 @@ layering rules; errors name the file, the key and the cell."""
 
 from __future__ import annotations
 
+import json
+
 from pathlib import Path
 from typing import Any
 
@@ -37,8 +39,28 @@ def profiles() -> dict[str, dict[str, Any]]:
 
 
 @pytest.fixture(scope="module")
-def plans(studies, profiles) -> dict[str, list]:
-    return {name: plan(studies, profiles[name], ROOTS) for name in ("demo", "paper")}
+def tuned_dir(tmp_path_factory) -> Path:
+    """Best params as the tune stage writes them, for studies that use `optimizer: tuned`."""
+    out = tmp_path_factory.mktemp("tuning")
+    (out / "tune_s003_fig2").mkdir()
+    (out / "tune_s003_fig2" / "best_params.json").write_text(json.dumps({
+        "adamw": {"lr": 1e-3, "weight_decay": 0.1, "val_recall@1": 50.0},
+        "asgd": {"lr": 0.3, "weight_decay": 1e-3, "val_recall@1": 40.0}}))
+    return out
+
+
+@pytest.fixture(scope="module")
+def plans(studies, profiles, tuned_dir) -> dict[str, list]:
+    return {name: plan(studies, profiles[name], ROOTS, tuned_dir) for name in ("demo", "paper")}
+
+
+def test_tuned_optimizer_takes_the_best_values_or_says_what_to_run(studies, tuned_dir, tmp_path):
+    tuned = next(s for s in studies if s.id == "s003_table3_tuned")
+    cells = {c.label: c.config.optimizer for c in expand_study(tuned, tuned_dir=tuned_dir)}
+    assert cells["gem / AdamW (tuned)"].name == "adamw" and cells["gem / AdamW (tuned)"].lr == 1e-3
+    assert cells["mixvpr / ASGD (tuned)"].name == "asgd" and cells["mixvpr / ASGD (tuned)"].weight_decay == 1e-3
+    with pytest.raises(StudyError, match=r"tune_s003_fig2.*not found.*vpr tune run experiments/tune_s003_fig2.yaml"):
+        expand_study(tuned, tuned_dir=tmp_path)
 
 
 def _study(**fields: Any) -> dict[str, Any]:

@@ -22,6 +22,7 @@ tables is trained once.
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from pipeline.training.components import OPTIMIZERS
 from pipeline.config import (ConfigError, RunConfig, _read_yaml, config_from_layers, config_hash,
                              nest_dotted)
 
@@ -338,12 +340,44 @@ def roots_layer(roots: Mapping[str, str] | None) -> dict[str, Any]:
 # Public API
 
 
+TUNED = "tuned"
+
+
+def resolve_tuned(layer: Mapping[str, Any], tuned_dir: str | Path | None, source: str) -> dict[str, Any]:
+    """Replace `optimizer: {name: tuned, tuning: <id>, optimizer: <name>}` in a layer by that
+    optimizer with the best values of the tuning (`<tuned_dir>/<id>/best_params.json`).
+
+    With `tuned_dir=None` (validating a study file before any tuning ran) the optimizer keeps
+    its defaults, so the rest of the cell is still checked.
+    """
+    nested = nest_dotted(layer, source)
+    opt = nested.get("optimizer")
+    if not (isinstance(opt, Mapping) and opt.get("name") == TUNED):
+        return nested
+    tuning_id, name = opt.get("tuning"), opt.get("optimizer")
+    if not tuning_id or name not in OPTIMIZERS:
+        raise StudyError([f"optimizer: `name: tuned` needs `tuning: <tune_*.yaml id>` and `optimizer:` one of "
+                          f"{', '.join(OPTIMIZERS)} (got tuning={tuning_id!r}, optimizer={name!r})"], source)
+    extra = {k: v for k, v in opt.items() if k not in ("name", "tuning", "optimizer")}
+    values: dict[str, Any] = {}
+    if tuned_dir is not None:
+        path = Path(tuned_dir) / tuning_id / "best_params.json"
+        if not path.is_file():
+            raise StudyError([f"optimizer: tuned values of {tuning_id!r} not found at {path}; run "
+                              f"`vpr tune run experiments/{tuning_id}.yaml` (the DVC stage tune) first"], source)
+        best = json.loads(path.read_text()).get(name)
+        if not best:
+            raise StudyError([f"optimizer: {path} has no finished trial for {name!r}"], source)
+        values = {k: v for k, v in best.items() if k in OPTIMIZERS[name].model_fields and k != "name"}
+    return {**nested, "optimizer": {"name": name, **values, **extra}}
+
+
 def _cell_source(study: Study, label: str, seed: int) -> str:
     return f"{study.path}: cell {label!r}, seed {seed}"
 
 
 def expand_study(study: Study, profile: Mapping[str, Any] | None = None,
-                 roots: Mapping[str, str] | None = None) -> list[Cell]:
+                 roots: Mapping[str, str] | None = None, tuned_dir: str | Path | None = None) -> list[Cell]:
     """Every cell x seed of `study` as a resolved config (layer order: module docstring).
 
     `profile` is one profile of params.yaml (its `run:` section is used); `roots` the dataset
@@ -355,7 +389,8 @@ def expand_study(study: Study, profile: Mapping[str, Any] | None = None,
     for label, layers in _cell_layers(study):
         for seed in study.seeds:
             source = _cell_source(study, label, seed)
-            stack = [study.base, *layers, {"seed": seed}, scale]
+            stack = [resolve_tuned(layer, tuned_dir, source) for layer in (study.base, *layers)]
+            stack += [{"seed": seed}, scale]
             cfg = config_from_layers([*stack, data], source)
             if max_epochs is not None and cfg.training.epochs > max_epochs:
                 cfg = config_from_layers([*stack, {"training": {"epochs": max_epochs}}, data], source)
@@ -456,7 +491,7 @@ def load_studies(paths_or_dirs: Sequence[str | Path] = ("experiments",)) -> list
 
 
 def plan(studies: Iterable[Study], profile: Mapping[str, Any] | None = None,
-         roots: Mapping[str, str] | None = None) -> list[PlannedRun]:
+         roots: Mapping[str, str] | None = None, tuned_dir: str | Path | None = "reports/tuning") -> list[PlannedRun]:
     """Expand every study and merge cells with the same config hash into one PlannedRun.
 
     Order is stable: runs appear in the order of their first cell (studies in the given order,
@@ -464,7 +499,7 @@ def plan(studies: Iterable[Study], profile: Mapping[str, Any] | None = None,
     """
     runs: dict[str, PlannedRun] = {}
     for study in studies:
-        for cell in expand_study(study, profile, roots):
+        for cell in expand_study(study, profile, roots, tuned_dir):
             run = runs.get(cell.config_hash)
             if run is None:
                 run = runs[cell.config_hash] = PlannedRun(cell.config_hash, cell.config)
