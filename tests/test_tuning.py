@@ -175,3 +175,17 @@ def test_two_workers_survive_a_killed_worker_and_a_rerun(embedded_root, tmp_path
     complete = [r for r in trials if r.data.tags.get("vpr.trial_state") == "complete"]
     assert all("val_recall_at_1" in r.data.metrics and r.data.params["optimizer.name"] == "adamw" for r in complete)
     assert all(r.data.tags.get("mlflow.parentRunId") for r in trials)
+
+
+def test_rdb_storage_url_is_shared_and_readable_by_optuna_cli(embedded_root, tmp_path):
+    project = project_with(tmp_path, embedded_root, tuning_file("tune_rdb", budget={"trials": 2},
+                                                                base={"training.epochs": 1, "scheduler": "none"}))
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    result = vpr(project, "tune", "run", "experiments/tune_rdb.yaml", "--workers", "2", "--storage", url)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert not (project / "optuna").exists()  # nothing written to the default journal
+    cli = subprocess.run([str(Path(sys.executable).parent / "optuna"), "studies", "--storage", url, "-f", "json"],
+                         capture_output=True, text=True)
+    assert cli.returncode == 0, cli.stderr
+    (study,) = json.loads(cli.stdout)
+    assert study["name"] == "tune_rdb/adamw" and study["n_trials"] >= 2
