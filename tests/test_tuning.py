@@ -137,7 +137,8 @@ def test_two_workers_survive_a_killed_worker_and_a_rerun(embedded_root, tmp_path
             study = optuna.load_study(study_name="tune_kill/adamw", storage=journal(project, "tune_kill"))
         except KeyError:
             continue
-        running = [t for t in study.trials if t.state == TrialState.RUNNING and "pid" in t.user_attrs]
+        # kill once the trial is training (its MLflow run exists), not while it is being set up
+        running = [t for t in study.trials if t.state == TrialState.RUNNING and "mlflow_run_id" in t.user_attrs]
         if running:
             victim_pid, victim_trial = running[0].user_attrs["pid"], running[0].number
     assert victim_pid is not None, "no trial started"
@@ -172,6 +173,9 @@ def test_two_workers_survive_a_killed_worker_and_a_rerun(embedded_root, tmp_path
     trials = client.search_runs([exp.experiment_id], "tags.`vpr.kind` = 'trial'")
     states = {r.data.tags.get("vpr.trial_state") for r in trials}
     assert "complete" in states
+    killed = [r for r in trials if r.data.tags.get("vpr.trial") == str(victim_trial)]
+    assert [r.data.tags["vpr.trial_state"] for r in killed] == ["failed"]
+    assert killed[0].info.status == "FAILED"
     complete = [r for r in trials if r.data.tags.get("vpr.trial_state") == "complete"]
     assert all("val_recall_at_1" in r.data.metrics and r.data.params["optimizer.name"] == "adamw" for r in complete)
     assert all(r.data.tags.get("mlflow.parentRunId") for r in trials)

@@ -46,6 +46,7 @@ def run_tuning(path: str | Path, workers: int = 1, storage_url: str | None = Non
     if roots is None:
         raise FileNotFoundError(f"{Path(prepared) / 'datasets.json'} not found: run `vpr prepare` first")
     storage, storage_label = open_storage(storage_url, tuning.id)
+    tracker = Tracker(default_tracking_uri())
     for opt, space in tuning.optimizers.items():
         study = optuna.create_study(study_name=study_name(tuning, opt), storage=storage, direction="maximize",
                                     sampler=make_sampler(tuning.sampler, space), load_if_exists=True)
@@ -53,9 +54,12 @@ def run_tuning(path: str | Path, workers: int = 1, storage_url: str | None = Non
             for point in tuning.enqueue.get(opt, []):
                 study.enqueue_trial(point)
         dead = fail_dead_trials(study)
+        for trial in dead:  # their MLflow runs say so too
+            if trial.user_attrs.get("mlflow_run_id"):
+                tracker.set_status(trial.user_attrs["mlflow_run_id"], "failed", error="worker process died")
+                tracker.log(trial.user_attrs["mlflow_run_id"], tags={"vpr.trial_state": "failed"})
         if dead:
-            print(f"{study.study_name}: {dead} trial(s) of a dead worker marked failed", flush=True)
-    tracker = Tracker(default_tracking_uri())
+            print(f"{study.study_name}: {len(dead)} trial(s) of a dead worker marked failed", flush=True)
     parent = study_parent_runs(tracker, [f"tune:{tuning.id}"])[f"tune:{tuning.id}"]
     spec = {"tuning": str(tuning.path), "storage": storage_url, "profile_name": profile_name,
             "profile": profile, "roots": roots, "runs_dir": runs_dir, "tracking_uri": tracker.tracking_uri,
@@ -122,6 +126,7 @@ def _objective(trial, tuning, optimizer: str, space, spec: dict, tracker: Tracke
         KIND_TAG: "trial", STATUS_TAG: "running", "vpr.tuning": tuning.id, "vpr.optimizer": optimizer,
         "vpr.trial": str(trial.number), "vpr.profile": spec["profile_name"],
         "mlflow.parentRunId": spec["parent_run_id"]})
+    trial.set_user_attr("mlflow_run_id", run_id)
     tracker.log(run_id, params=flatten(cfg.to_dict()))
 
     def report(epoch: int, metrics: dict[str, float]) -> None:

@@ -207,19 +207,19 @@ def open_storage(url: str | None, tuning_id: str, root: str | Path = "optuna"):
     return storage, url
 
 
-def fail_dead_trials(study) -> int:
-    """Mark RUNNING trials of dead workers on this host as FAIL; returns how many."""
+def fail_dead_trials(study) -> list:
+    """Mark RUNNING trials of dead workers on this host as FAIL; returns those trials."""
     from optuna.trial import TrialState
 
     host = socket.gethostname()
-    failed = 0
+    failed = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         if trial.user_attrs.get("host") != host:
             continue  # another machine's worker: its heartbeat (RDB) or its own rerun handles it
         pid = trial.user_attrs.get("pid")
         if pid is None or not _alive(int(pid)):
             study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
-            failed += 1
+            failed.append(trial)
     return failed
 
 
