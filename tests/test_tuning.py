@@ -193,3 +193,21 @@ def test_rdb_storage_url_is_shared_and_readable_by_optuna_cli(embedded_root, tmp
     assert cli.returncode == 0, cli.stderr
     (study,) = json.loads(cli.stdout)
     assert study["name"] == "tune_rdb/adamw" and study["n_trials"] >= 2
+
+
+@pytest.mark.parametrize("profile", ["demo", "paper"])
+def test_shipped_tuning_files_load_and_resolve(profile):
+    from pipeline.sweeps.tuning import trial_budget, trial_config
+
+    repo = Path(__file__).resolve().parents[1]
+    profiles = yaml.safe_load((repo / "params.yaml").read_text())["profiles"]
+    files = sorted((repo / "experiments").glob("tune_*.yaml"))
+    assert files
+    for path in files:
+        tuning = load_tuning(path)
+        for opt, space in tuning.optimizers.items():
+            params = {p: r.bounds()[0] for p, r in space.items()}
+            cfg = trial_config(tuning, opt, params, profiles[profile])
+            assert cfg.optimizer.name == opt and cfg.optimizer.lr == params["lr"]
+            budget = trial_budget(tuning, opt, profiles[profile])
+            assert budget <= (profiles[profile].get("tune") or {}).get("max_trials", budget)
