@@ -211,3 +211,17 @@ def test_shipped_tuning_files_load_and_resolve(profile):
             assert cfg.optimizer.name == opt and cfg.optimizer.lr == params["lr"]
             budget = trial_budget(tuning, opt, profiles[profile])
             assert budget <= (profiles[profile].get("tune") or {}).get("max_trials", budget)
+
+
+def test_systematically_failing_trials_stop_the_workers(embedded_root, tmp_path):
+    # lr up to 1e30 with SGD diverges in every trial: the workers give up instead of spinning.
+    spec = tuning_file("tune_nan", base={"training.epochs": 1, "scheduler": "none", "loss": "contrastive",
+                                         "miner": "none", "model.aggregator.name": "cosplace",
+                                         "training.batches_per_epoch": 6},
+                       optimizers={"sgd": {"lr": {"low": 1e29, "high": 1e30, "log": True}}})
+    project = project_with(tmp_path, embedded_root, spec)
+    result = vpr(project, "tune", "run", "experiments/tune_nan.yaml", "--workers", "1")
+    assert result.returncode == 1
+    assert "3 trials failed in a row" in result.stdout + result.stderr
+    study = optuna.load_study(study_name="tune_nan/sgd", storage=journal(project, "tune_nan"))
+    assert [t.state for t in study.trials] == [TrialState.FAIL] * 3

@@ -28,6 +28,9 @@ from pipeline.sweeps.tuning import (METRIC, best_params, elapsed_ok, fail_dead_t
 log = logging.getLogger(__name__)
 
 
+MAX_CONSECUTIVE_FAILURES = 3
+
+
 class TuningWorkersFailed(RuntimeError):
     """A worker process exited with an error (its traceback is in the output)."""
 
@@ -106,9 +109,16 @@ def _worker(spec_path: str, index: int = 0) -> int:
                                   sampler=make_sampler(tuning.sampler, space, offset=index),
                                   pruner=make_pruner(tuning.pruner))
         budget = trial_budget(tuning, opt, spec["profile"])
+        failures = 0
         while finished_count(study) < budget and elapsed_ok(spec["start"], tuning.budget.minutes):
+            mine: list = []  # the state of the trial this worker just ran
             study.optimize(lambda trial: _objective(trial, tuning, opt, space, spec, tracker), n_trials=1,
-                           catch=(Exception,))
+                           catch=(Exception,), callbacks=[lambda _study, trial: mine.append(trial.state)])
+            failures = failures + 1 if mine and mine[-1] == optuna.trial.TrialState.FAIL else 0
+            if failures >= MAX_CONSECUTIVE_FAILURES:  # something systematic (data, config): stop, don't spin
+                print(f"{study.study_name}: {failures} trials failed in a row; stopping this worker "
+                      "(errors in MLflow, tag vpr.error)", file=sys.stderr, flush=True)
+                return 1
     return 0
 
 
