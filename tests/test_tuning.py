@@ -125,7 +125,13 @@ def test_grid_sampler_covers_the_grid_and_stops(embedded_root, tmp_path):
 
 
 def test_two_workers_survive_a_killed_worker_and_a_rerun(embedded_root, tmp_path):
-    project = project_with(tmp_path, embedded_root, tuning_file("tune_kill"))
+    # Two sane starting points, then two collapsing ones that the median pruner must stop.
+    spec = tuning_file("tune_kill", pruner={"name": "median", "n_startup_trials": 1, "n_warmup_steps": 0},
+                       enqueue={"adamw": [{"lr": 1e-3, "weight_decay": 1e-4}, {"lr": 2e-3, "weight_decay": 1e-4},
+                                          {"lr": 0.5, "weight_decay": 1e-4}, {"lr": 0.6, "weight_decay": 1e-4}]},
+                       optimizers={"adamw": {"lr": {"low": 1e-4, "high": 1.0, "log": True},
+                                             "weight_decay": {"low": 1e-5, "high": 1e-1, "log": True}}})
+    project = project_with(tmp_path, embedded_root, spec)
     sweep = vpr(project, "tune", "run", "experiments/tune_kill.yaml", "--workers", "2", wait=False)
     storage_path = project / "optuna" / "tune_kill.journal"
     victim_pid, deadline = None, time.time() + 300
@@ -155,6 +161,7 @@ def test_two_workers_survive_a_killed_worker_and_a_rerun(embedded_root, tmp_path
     assert TrialState.RUNNING not in by_number.values()
     finished = [s for s in by_number.values() if s in (TrialState.COMPLETE, TrialState.PRUNED)]
     assert 4 <= len(finished) <= 5  # the budget (two workers may both start the last trial)
+    assert TrialState.PRUNED in by_number.values()  # the collapsing learning rates were pruned
 
     out_dir = project / "reports" / "tuning" / "tune_kill"
     best = json.loads((out_dir / "best_params.json").read_text())
