@@ -127,9 +127,9 @@ def _tune_run(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from pipeline.reporting.runs_table import write_runs_report
+    from pipeline.reporting.report import write_report
 
-    metrics = write_runs_report(args.out)
+    metrics = write_report(args.out, params=args.params, prepared=args.prepared, experiments=args.experiments)
     print(json.dumps(metrics, indent=2))
     return 0
 
@@ -271,8 +271,13 @@ def build_parser() -> argparse.ArgumentParser:
     tune_run.set_defaults(func=_tune_run)
 
     report = sub.add_parser("report", help="write reports/ from the MLflow runs",
-                            description="Write runs.csv (one row per run, every metric), curves.csv and metrics.json.")
+                            description="Write every study's LaTeX tables (with bootstrap CIs and ties), "
+                            "published-vs-reproduced tables, figures, reports/README.md (Markdown), runs.csv, "
+                            "curves.csv and metrics.json, all from the runs recorded in MLflow.")
     report.add_argument("--out", default="reports", help="output folder (default reports)")
+    report.add_argument("--params", default="params.yaml", help="params file selecting the profile")
+    report.add_argument("--prepared", default="data/prepared", help="output of the prepare stage (dataset roots)")
+    report.add_argument("--experiments", default="experiments", help="folder of study files")
     report.set_defaults(func=_report)
 
     ui = sub.add_parser("ui", help="open the MLflow UI on this project's store",

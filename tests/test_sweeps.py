@@ -95,6 +95,16 @@ def test_sweep_runs_records_and_skips_on_rerun(embedded_root, tmp_path):
     table = pd.read_csv(project / "reports" / "runs.csv")
     assert len(table) == 2 and set(table["status"]) == {"finished"}
     assert table["test_tokyo_xs_recall_at_1"].notna().all()
+    # Tables and figures come from the recorded runs; a cell whose run is absent is marked missing.
+    tex = (project / "reports" / "tables" / "t_aggregators.tex").read_text()
+    assert "\\toprule" in tex and "avg" in tex and "gem" in tex
+    readme = (project / "reports" / "README.md").read_text()
+    assert "t_aggregators" in readme and "figures/t_aggregators/" in readme
+    study = project / "experiments" / "t_aggregators.yaml"
+    study.write_text(study.read_text().replace("- gem", "- gem\n  - convap"))
+    assert vpr(project, "report", "--out", "reports").returncode == 0
+    readme = (project / "reports" / "README.md").read_text()
+    assert "convap" in readme and "missing" in readme
 
 
 def test_failed_run_is_recorded_and_does_not_stop_the_others(embedded_root, tmp_path):
