@@ -66,7 +66,7 @@ def test_deleted_queries_folder_and_small_place(embedded_copy):
     errors = "\n".join(map(str, report.errors))
     warnings = "\n".join(map(str, report.warnings))
     assert "sf_xs/val/queries: missing folder" in errors
-    assert f"has 1 image(s), fewer than the minimum 4" in warnings
+    assert "has 1 image(s), fewer than the minimum 4" in warnings
 
 
 def test_missing_root_is_an_error_naming_it(tmp_path):

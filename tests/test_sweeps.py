@@ -5,14 +5,14 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import yaml
 from mlflow import MlflowClient
+
+from cli_helpers import vpr
 
 TINY_PROFILE = {
     "data": {"source": "embedded"},
@@ -38,16 +38,6 @@ def make_project(tmp_path: Path, embedded_root: Path, cells: list[str], epochs: 
              "seeds": [0], "grid": {"model.aggregator.name": cells}}
     (project / "experiments" / "t_aggregators.yaml").write_text(yaml.safe_dump(study, sort_keys=False))
     return project
-
-
-def vpr(project: Path, *args: str, wait: bool = True):
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    env.pop("MLFLOW_TRACKING_URI", None)
-    cmd = [sys.executable, "-m", "pipeline.cli", *args]
-    if not wait:
-        return subprocess.Popen(cmd, cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                text=True, start_new_session=True)
-    return subprocess.run(cmd, cwd=project, env=env, capture_output=True, text=True, timeout=900)
 
 
 def finished_runs(project: Path) -> dict[str, list]:

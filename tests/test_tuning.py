@@ -18,6 +18,8 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
+from cli_helpers import vpr
+
 from pipeline.sweeps.tuning import TuningError, load_tuning, open_storage
 
 TINY = {"data": {"source": "embedded"},
@@ -46,16 +48,6 @@ def tuning_file(name: str, **over) -> dict:
                                      "weight_decay": {"low": 1e-4, "high": 1e-1, "log": True}}}}
     spec.update(over)
     return spec
-
-
-def vpr(project: Path, *args: str, wait: bool = True):
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    env.pop("MLFLOW_TRACKING_URI", None)
-    cmd = [sys.executable, "-m", "pipeline.cli", *args]
-    if not wait:
-        return subprocess.Popen(cmd, cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                text=True, start_new_session=True)
-    return subprocess.run(cmd, cwd=project, env=env, capture_output=True, text=True, timeout=900)
 
 
 def journal(project: Path, name: str) -> JournalStorage:
@@ -232,3 +224,18 @@ def test_systematically_failing_trials_stop_the_workers(embedded_root, tmp_path)
     assert "3 trials failed in a row" in result.stdout + result.stderr
     study = optuna.load_study(study_name="tune_nan/sgd", storage=journal(project, "tune_nan"))
     assert [t.state for t in study.trials] == [TrialState.FAIL] * 3
+
+
+def test_a_lock_left_by_a_killed_worker_is_reclaimed(embedded_root, tmp_path):
+    # A worker SIGKILLed while appending to the journal leaves `<journal>.lock` behind.
+    project = project_with(tmp_path, embedded_root, tuning_file("tune_lock", budget={"trials": 1},
+                                                                base={"training.epochs": 1, "scheduler": "none"}))
+    lock = project / "optuna" / "tune_lock.journal.lock"
+    lock.parent.mkdir(parents=True)
+    lock.write_text("")
+    stale = time.time() - 120
+    os.utime(lock, (stale, stale))
+    result = vpr(project, "tune", "run", "experiments/tune_lock.yaml", "--workers", "1")
+    assert result.returncode == 0, result.stdout + result.stderr
+    study = optuna.load_study(study_name="tune_lock/adamw", storage=journal(project, "tune_lock"))
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE]

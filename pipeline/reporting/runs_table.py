@@ -9,7 +9,7 @@ from typing import Any
 
 import pandas as pd
 
-from pipeline.sweeps.tracking import HASH_TAG, STATUS_TAG, Tracker
+from pipeline.sweeps.tracking import STATUS_TAG, Tracker
 
 CURVE_METRICS = ("train_loss", "lr", "val_recall_at_1", "val_recall_at_5", "val_recall_at_10")
 

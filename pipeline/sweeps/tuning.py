@@ -36,6 +36,7 @@ from pipeline.training.components import OPTIMIZERS
 log = logging.getLogger(__name__)
 
 METRIC = "val_recall@1"
+JOURNAL_LOCK_GRACE_S = 10
 
 
 class TuningError(ConfigError):
@@ -193,10 +194,14 @@ def open_storage(url: str | None, tuning_id: str, root: str | Path = "optuna"):
 
     if not url:
         Path(root).mkdir(parents=True, exist_ok=True)
-        path = Path(root) / f"{tuning_id}.journal"
-        from optuna.storages.journal import JournalFileBackend
+        path = (Path(root) / f"{tuning_id}.journal").resolve()
+        from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 
-        return optuna.storages.JournalStorage(JournalFileBackend(str(path))), str(path)
+        # A worker killed while appending leaves its lock behind. The default symlink lock points at
+        # a relative path and was never reclaimed (a test's surviving worker spun for minutes); an
+        # open-file lock older than the grace period is broken, and appends take milliseconds.
+        lock = JournalFileOpenLock(str(path), grace_period=JOURNAL_LOCK_GRACE_S)
+        return optuna.storages.JournalStorage(JournalFileBackend(str(path), lock_obj=lock)), str(path)
     try:
         storage = optuna.storages.RDBStorage(url, heartbeat_interval=10, grace_period=30,
                                              engine_kwargs={"pool_pre_ping": True})
