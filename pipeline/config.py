@@ -40,14 +40,38 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator,
-                      model_validator)
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
-from pipeline.training.components import (LOSSES, MINERS, OPTIMIZERS, SCHEDULERS, ComponentConfig, ConfigError,
-                                          LossConfig, MinerConfig, MultiSimilarityLossConfig,
-                                          MultiSimilarityMinerConfig, MultiStepConfig, OptimizerConfig,
-                                          SchedulerConfig, SGDConfig, check_compatibility,
-                                          describe_validation_error)
+from pipeline.errors import (
+    ConfigError,
+    UniqueKeyLoader,
+    format_validation_error,
+    read_yaml,
+)
+from pipeline.training.components import (
+    LOSSES,
+    MINERS,
+    OPTIMIZERS,
+    SCHEDULERS,
+    ComponentConfig,
+    LossConfig,
+    MinerConfig,
+    MultiSimilarityLossConfig,
+    MultiSimilarityMinerConfig,
+    MultiStepConfig,
+    OptimizerConfig,
+    SchedulerConfig,
+    SGDConfig,
+    check_compatibility,
+)
 
 __all__ = [
     "AGGREGATORS", "ConfigError", "DataConfig", "EvaluationConfig", "ModelConfig", "NON_SEMANTIC_FIELDS",
@@ -333,43 +357,6 @@ def _merge(base: Any, layer: Any, path: tuple[str, ...] = (),
     return out
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate keys (PyYAML silently keeps the last one)."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
-        seen: dict[Any, int] = {}
-        for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":
-                continue
-            key = self.construct_object(key_node, deep=deep)
-            try:
-                first = seen.setdefault(key, key_node.start_mark.line)
-            except TypeError:  # unhashable key: let PyYAML report it
-                continue
-            if first != key_node.start_mark.line:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key!r} (first on line {first + 1})", key_node.start_mark)
-        return super().construct_mapping(node, deep=deep)
-
-
-def _read_yaml(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise ConfigError(f"{path}: config file not found")
-    try:
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)  # noqa: S506 (SafeLoader subclass)
-    except yaml.MarkedYAMLError as err:
-        mark = err.problem_mark
-        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
-        raise ConfigError(f"{where}: YAML error: {err.problem or err}") from None
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: YAML error: {err}") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(data).__name__}")
-    return data
-
-
 def _parse_overrides(overrides: Sequence[str]) -> tuple[dict[str, Any], dict[str, str], set[tuple[str, ...]]]:
     """`key.path=value` strings -> (nested layer, {dotted key: raw text}, paths given whole)."""
     if isinstance(overrides, str):
@@ -382,7 +369,7 @@ def _parse_overrides(overrides: Sequence[str]) -> tuple[dict[str, Any], dict[str
         if not sep or not all(parts):
             raise ConfigError(f"override {raw!r}: expected KEY.PATH=VALUE, e.g. training.epochs=3")
         try:
-            value = yaml.load(text, Loader=_UniqueKeyLoader) if text.strip() else None  # noqa: S506
+            value = yaml.load(text, Loader=UniqueKeyLoader) if text.strip() else None  # noqa: S506
         except yaml.YAMLError as err:
             raise ConfigError(f"override {raw!r}: the value is not valid YAML ({err})") from None
         node = layer
@@ -404,7 +391,7 @@ def _validate(merged: Mapping[str, Any], source: str | None = None,
     try:
         return RunConfig.model_validate(merged)
     except ValidationError as err:
-        lines = [part for line in describe_validation_error(err, COMPONENT_SECTIONS, SECTION_MODELS)
+        lines = [part for line in format_validation_error(err, COMPONENT_SECTIONS, SECTION_MODELS)
                  for part in line.split("\n")]
         for i, line in enumerate(lines):
             where = line.split(": ", 1)[0]
@@ -510,7 +497,7 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
     merged = default_dict()
     if path is not None:
         source = str(path)
-        merged = _merge(merged, _read_yaml(Path(path)))
+        merged = _merge(merged, read_yaml(Path(path)))
     layer, origins, whole = _parse_overrides(overrides)
     # Overrides set leaves: `data.test_roots.x=...` adds an entry, `data.test_roots={...}` replaces.
     merged = _merge(merged, layer, whole=whole)

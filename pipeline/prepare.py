@@ -10,9 +10,10 @@ import yaml
 
 from pipeline.data.checks import check_dataset
 from pipeline.data.index import write_index
+from pipeline.errors import UserError
 
 
-class ParamsError(ValueError):
+class ParamsError(UserError, ValueError):
     """params.yaml is missing a key or holds an invalid value."""
 
 

@@ -16,6 +16,7 @@ from PIL import Image
 from torch.utils.data import Dataset, Sampler
 
 from pipeline.data.index import EvalSplitIndex, index_eval_split, index_training_set
+from pipeline.errors import UserError
 
 INTERPOLATIONS = {
     "bilinear": Image.Resampling.BILINEAR,
@@ -25,7 +26,7 @@ INTERPOLATIONS = {
 }
 
 
-class ImageLoadError(OSError):
+class ImageLoadError(UserError, OSError):
     """An image file could not be read; the message names the file."""
 
 

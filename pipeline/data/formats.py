@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from pipeline.errors import UserError
+
 # Positions of the fields in `name.split("@")`.
 _EAST, _NORTH, _ZONE, _BAND, _LAT, _LON, _PANOID, _HEADING, _DATE, _PLACE = 1, 2, 3, 4, 5, 6, 7, 9, 13, 14
 _MIN_FIELDS = 7  # up to and including lon
@@ -26,7 +28,7 @@ XS_CSV_COLUMNS = ["UTM1", "UTM2", "UTMzone", "category", "lat", "lon", "panoid",
                   "yearMonth", "place_id", "city"]
 
 
-class FormatError(ValueError):
+class FormatError(UserError, ValueError):
     """A file name or table does not follow the expected dataset format."""
 
 

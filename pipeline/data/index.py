@@ -10,7 +10,13 @@ import numpy as np
 import pandas as pd
 from scipy.spatial import cKDTree
 
-from pipeline.data.formats import FormatError, gsv_cities_image_name, parse_image_name, read_city_csv
+from pipeline.data.formats import (
+    FormatError,
+    gsv_cities_image_name,
+    parse_image_name,
+    read_city_csv,
+)
+from pipeline.errors import UserError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
@@ -19,7 +25,7 @@ TRAIN_LAYOUT = ("train/<City>/@UTMe@UTMn@...@<place_id>_<City>@.jpg (GSV-XS) or 
                 "Dataframes/<City>.csv + Images/<City>/*.jpg (GSV-Cities)")
 
 
-class DatasetLayoutError(FileNotFoundError):
+class DatasetLayoutError(UserError, FileNotFoundError):
     """A dataset folder is missing or not laid out as expected."""
 
 

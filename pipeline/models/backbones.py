@@ -26,6 +26,8 @@ import torch
 import torchvision
 from torch import nn
 
+from pipeline.errors import UserError
+
 # name -> constructor, and name -> ImageNet weights. V1 for every depth: the weights the
 # GSV-Cities / MixVPR line of work started from (`pretrained=True` in older torchvision).
 BACKBONES: dict[str, Callable[..., torchvision.models.ResNet]] = {
@@ -45,11 +47,11 @@ _STEM = ("conv1", "bn1")
 _PROBE_SIZE = (64, 64)  # small dummy input to measure channels and stride
 
 
-class PretrainedWeightsNotFound(FileNotFoundError):
+class PretrainedWeightsNotFound(UserError, FileNotFoundError):
     """Pretrained weights are not on disk; the message says where to put them."""
 
 
-class PretrainedWeightsMismatch(ValueError):
+class PretrainedWeightsMismatch(UserError, ValueError):
     """A weights file does not fit the backbone (missing/unexpected keys or wrong shapes)."""
 
 

@@ -30,9 +30,15 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from pipeline.config import (
+    ConfigError,
+    RunConfig,
+    config_from_layers,
+    config_hash,
+    nest_dotted,
+)
+from pipeline.errors import read_yaml
 from pipeline.training.components import OPTIMIZERS
-from pipeline.config import (ConfigError, RunConfig, _read_yaml, config_from_layers, config_hash,
-                             nest_dotted)
 
 __all__ = [
     "DATASETS", "KINDS", "METRICS", "PROFILE_FIXED", "Cell", "PlannedRun", "Study", "StudyError", "Variant",
@@ -434,7 +440,7 @@ def load_study(path: str | Path) -> Study:
     """Parse and validate one study file; every cell is resolved (recipe defaults, no profile) so
     that a wrong name or value fails here. Raises StudyError/ConfigError naming the file and key."""
     path = Path(path)
-    raw = _read_yaml(path)
+    raw = read_yaml(path)
     try:
         m = _StudyModel.model_validate(raw)
     except ValidationError as err:

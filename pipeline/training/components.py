@@ -61,35 +61,29 @@ from __future__ import annotations
 
 import copy
 import functools
-import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Annotated, Any, ClassVar, Literal, Union
 
 import torch
-from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError,
-                      model_validator)
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
 from pytorch_metric_learning import distances, losses, miners
+
+from pipeline.errors import ConfigError, format_validation_error
 
 __all__ = [
     "ConfigError", "ComponentConfig", "DISTANCES", "LOSSES", "MINERS", "OPTIMIZERS", "SCHEDULERS",
     "LossConfig", "MinerConfig", "OptimizerConfig", "SchedulerConfig", "SchedulerDriver",
     "build_distance", "build_loss", "build_miner", "build_optimizer", "build_scheduler",
-    "check_compatibility", "describe_validation_error",
+    "check_compatibility",
 ]
-
-
-class ConfigError(ValueError):
-    """An invalid configuration; the message names the file (when there is one) and key paths."""
-
-    def __init__(self, problems: str | list[str], source: str | None = None) -> None:
-        self.problems = [problems] if isinstance(problems, str) else list(problems)
-        self.source = source
-        where = f" ({source})" if source else ""
-        if len(self.problems) == 1 and not source:
-            message = self.problems[0]
-        else:
-            message = f"invalid config{where}:\n" + "\n".join(f"  {p}" for p in self.problems)
-        super().__init__(message)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -504,76 +498,6 @@ _KINDS: dict[str, tuple[dict[str, type[BaseModel]], Any]] = {
 # Validation errors -> messages with key paths
 
 
-def _short(value: Any, limit: int = 60) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def describe_validation_error(
-    err: ValidationError,
-    sections: Mapping[tuple[str, ...], tuple[str, Mapping[str, type[BaseModel]]]],
-    models: Mapping[tuple[str, ...], type[BaseModel]] | None = None,
-    prefix: tuple[str, ...] = (),
-) -> list[str]:
-    """One line per pydantic error, as `key.path: what is wrong (what would be right)`.
-
-    `sections` maps the path of each tagged-union field to (label, registry) so the tag pydantic
-    inserts in locations is dropped and unknown names list the registry. `models` maps section
-    paths to their model classes so unknown keys list the valid ones. `prefix` is prepended.
-    """
-    models = models or {}
-    lines = []
-    for e in err.errors():
-        path: list[str] = []
-        component: tuple[tuple[str, ...], str, type[BaseModel], str] | None = None
-        loc = list(e["loc"])
-        i = 0
-        while True:
-            key = tuple(path)
-            if key in sections and i < len(loc) and isinstance(loc[i], str) and loc[i] in sections[key][1]:
-                label, registry = sections[key]
-                component = (key, label, registry[loc[i]], loc[i])
-                i += 1
-            if i >= len(loc):
-                break
-            path.append(str(loc[i]))
-            i += 1
-        dotted = ".".join(prefix + tuple(path)) or "<root>"
-        kind = e["type"]
-        if kind == "extra_forbidden":
-            parent = tuple(path[:-1])
-            if component is not None and component[0] == parent:
-                _, label, model, tag = component
-                valid = [f for f in model.model_fields if f != "name"]
-                lines.append(f"{dotted}: not accepted by {label} {tag!r} (valid: {', '.join(valid) or 'none'})")
-            else:
-                model = models.get(parent)
-                valid_txt = f" (valid: {', '.join(model.model_fields)})" if model is not None else ""
-                lines.append(f"{dotted}: unknown key{valid_txt}")
-        elif kind in ("union_tag_invalid", "union_tag_not_found") and tuple(path) in sections:
-            label, registry = sections[tuple(path)]
-            valid = ", ".join(registry)
-            if kind == "union_tag_invalid":
-                lines.append(f"{dotted}.name: unknown {label} {e['ctx']['tag']!r} (valid: {valid})")
-            else:
-                lines.append(f"{dotted}.name: missing (valid: {valid})")
-        elif kind in ("value_error", "assertion_error"):
-            text = str(e.get("ctx", {}).get("error", e["msg"]))
-            # Validators start their message with the field they are about: attach it to the path.
-            match = re.match(r"(\w+): ", text)
-            owner = component[2] if component is not None and component[0] == tuple(path) else models.get(tuple(path))
-            if match and owner is not None and match.group(1) in owner.model_fields:
-                field_path = ".".join(prefix + tuple(path) + (match.group(1),))
-                lines.append(f"{field_path}: {text[match.end():]}")
-            else:
-                lines.append(text if dotted == "<root>" else f"{dotted}: {text}")
-        elif kind == "missing":
-            lines.append(f"{dotted}: required")
-        else:
-            lines.append(f"{dotted}: {e['msg']} (got {_short(e['input'])})")
-    return lines
-
-
 def _coerce(kind: str, cfg: Any) -> Any:
     """Accept a parameter model, a dict or a bare name; return the validated model."""
     registry, union = _KINDS[kind]
@@ -584,7 +508,7 @@ def _coerce(kind: str, cfg: Any) -> Any:
     try:
         return TypeAdapter(union).validate_python(cfg)
     except ValidationError as err:
-        raise ConfigError(describe_validation_error(err, {(): (kind, registry)}, prefix=(kind,))) from None
+        raise ConfigError(format_validation_error(err, {(): (kind, registry)}, prefix=(kind,))) from None
 
 
 # ---------------------------------------------------------------------------------------------

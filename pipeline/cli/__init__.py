@@ -1,0 +1,35 @@
+"""The `vpr` command: argument parsing only; the work is done by the modules it calls.
+
+One module per command group registers its subcommands. Heavy imports (torch, mlflow) happen
+inside the handlers so that `vpr --help` stays instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from pipeline.cli import data, report, run, sweep, tune
+from pipeline.errors import UserError
+
+_GROUPS = (data, run, sweep, tune, report)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full `vpr` argument parser (every subcommand has --help)."""
+    parser = argparse.ArgumentParser(prog="vpr", description="VPR Sweep: reproducible experiment "
+                                     "sweeps for visual place recognition.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for group in _GROUPS:
+        group.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `vpr` command: a user error is one line (exit 2); a bug keeps its traceback."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except UserError as err:
+        print(f"vpr: error: {err}", file=sys.stderr)
+        return 2

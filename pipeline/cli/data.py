@@ -1,0 +1,93 @@
+"""`vpr data synth|check|index` and `vpr prepare`: datasets."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def _data_synth(args: argparse.Namespace) -> int:
+    from pipeline.data.synthetic import generate
+
+    summary = generate(Path(args.out), seed=args.seed, scale=args.scale, image_size=args.image_size,
+                       gsv_cities_layout=args.gsv_cities_layout, progress=not args.quiet)
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _data_check(args: argparse.Namespace) -> int:
+    from pipeline.data.checks import check_dataset
+
+    report = check_dataset(args.root, min_images_per_place=args.min_images_per_place,
+                           radius=args.radius, decode_images=not args.no_decode, progress=not args.quiet)
+    for problem in report.problems:
+        print(problem)
+    for key, counts in report.scanned.items():
+        print(f"ok      {key}: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
+    print(f"{len(report.errors)} error(s), {len(report.warnings)} warning(s) in {args.root}")
+    return 0 if report.ok else 1
+
+
+def _data_index(args: argparse.Namespace) -> int:
+    from pipeline.data.index import write_index
+
+    out = Path(args.out) if args.out else Path(args.root) / ".vpr-index"
+    summary = write_index(args.root, out, radius=args.radius)
+    print(json.dumps(summary, indent=2))
+    print(f"index written to {out}")
+    return 0
+
+
+def _prepare(args: argparse.Namespace) -> int:
+    from pipeline.prepare import prepare
+
+    summary = prepare(args.params, args.out, progress=not args.quiet)
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add this module's subcommands to the `vpr` parser."""
+    data = sub.add_parser("data", help="generate, check and index datasets",
+                          description="Generate the embedded datasets, check and index dataset folders.")
+    data_sub = data.add_subparsers(dest="data_command", required=True)
+
+    synth = data_sub.add_parser("synth", help="generate the embedded datasets (real layouts)",
+                                description="Write procedurally generated GSV-XS, SF-XS and Tokyo-XS "
+                                "datasets in the real releases' layouts. Deterministic in --seed.")
+    synth.add_argument("--out", required=True, help="output folder (created; must be empty or a previous generation)")
+    synth.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    synth.add_argument("--scale", default="demo", help="size preset: demo, small, medium, large (default demo)")
+    synth.add_argument("--image-size", type=int, default=None, help="square image side in pixels (default: the scale's)")
+    synth.add_argument("--gsv-cities-layout", action="store_true",
+                       help="also write the training set in the original GSV-Cities layout (Dataframes/ + Images/)")
+    synth.add_argument("--quiet", action="store_true", help="no progress bar")
+    synth.set_defaults(func=_data_synth)
+
+    check = data_sub.add_parser("check", help="report every problem in a dataset root (read-only)",
+                                description="Scan a dataset root and report all problems at once: missing "
+                                "split folders, unreadable/truncated/zero-byte images, names without "
+                                "coordinates, small places, queries without positives. Exit 1 on errors.")
+    check.add_argument("root", help="dataset root (a split, a dataset or a folder of datasets)")
+    check.add_argument("--min-images-per-place", type=int, default=4, help="minimum images of a training place (default 4)")
+    check.add_argument("--radius", type=float, default=25.0, help="positive radius in metres (default 25)")
+    check.add_argument("--no-decode", action="store_true", help="skip decoding images (names and layout only)")
+    check.add_argument("--quiet", action="store_true", help="no progress bar")
+    check.set_defaults(func=_data_check)
+
+    index = data_sub.add_parser("index", help="write manifests and ground-truth positives",
+                                description="Write a manifest per split (path, place, city, UTM) and, for "
+                                "evaluation splits, each query's positives within --radius metres.")
+    index.add_argument("root", help="dataset root")
+    index.add_argument("--out", default=None, help="output folder (default ROOT/.vpr-index)")
+    index.add_argument("--radius", type=float, default=25.0, help="positive radius in metres (default 25)")
+    index.set_defaults(func=_data_index)
+
+    prep = sub.add_parser("prepare", help="the DVC prepare stage: datasets of the selected profile",
+                          description="Generate (embedded profile) or locate (real profile) the datasets, "
+                          "check and index them, and write OUT/datasets.json for the later stages.")
+    prep.add_argument("--params", default="params.yaml", help="params file with profile and profiles (default params.yaml)")
+    prep.add_argument("--out", default="data/prepared", help="output folder (default data/prepared)")
+    prep.add_argument("--quiet", action="store_true", help="no progress bars")
+    prep.set_defaults(func=_prepare)

@@ -1,0 +1,45 @@
+"""`vpr report` and `vpr ui`: what was recorded."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def _report(args: argparse.Namespace) -> int:
+    from pipeline.reporting.report import write_report
+
+    metrics = write_report(args.out, params=args.params, prepared=args.prepared, experiments=args.experiments)
+    print(json.dumps(metrics, indent=2))
+    return 0
+
+
+def _ui(args: argparse.Namespace) -> int:
+    import subprocess
+
+    from pipeline.sweeps.tracking import default_tracking_uri
+
+    uri = default_tracking_uri()
+    print(f"MLflow UI for {uri} on http://{args.host}:{args.port}", flush=True)
+    return subprocess.call([sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
+                            "--host", args.host, "--port", str(args.port)])
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add this module's subcommands to the `vpr` parser."""
+    report = sub.add_parser("report", help="write reports/ from the MLflow runs",
+                            description="Write every study's LaTeX tables (with bootstrap CIs and ties), "
+                            "published-vs-reproduced tables, figures, reports/README.md (Markdown), runs.csv, "
+                            "curves.csv and metrics.json, all from the runs recorded in MLflow.")
+    report.add_argument("--out", default="reports", help="output folder (default reports)")
+    report.add_argument("--params", default="params.yaml", help="params file selecting the profile")
+    report.add_argument("--prepared", default="data/prepared", help="output of the prepare stage (dataset roots)")
+    report.add_argument("--experiments", default="experiments", help="folder of study files")
+    report.set_defaults(func=_report)
+
+    ui = sub.add_parser("ui", help="open the MLflow UI on this project's store",
+                        description="Start `mlflow ui` on the project's store (or $MLFLOW_TRACKING_URI).")
+    ui.add_argument("--host", default="127.0.0.1")
+    ui.add_argument("--port", type=int, default=5000)
+    ui.set_defaults(func=_ui)

@@ -1,0 +1,48 @@
+"""`vpr tune run`: Optuna tuning."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def _tune_run(args: argparse.Namespace) -> int:
+    from pipeline.sweeps.tune_runner import TuningWorkersFailed, run_tuning
+
+    files = []
+    for arg in args.studies:  # a folder means every tune_*.yaml in it
+        files += sorted(Path(arg).glob("tune_*.yaml")) if Path(arg).is_dir() else [Path(arg)]
+    if not files:
+        raise FileNotFoundError(f"no tuning file (tune_*.yaml) in {args.studies}")
+    failed = 0
+    for study in files:
+        try:
+            run_tuning(study, workers=args.workers, storage_url=args.storage, params=args.params,
+                       prepared=args.prepared, runs_dir=args.runs_dir, out_root=args.out)
+        except TuningWorkersFailed as err:
+            print(f"vpr: error: {err}", file=sys.stderr)
+            failed += 1
+    return 1 if failed else 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add this module's subcommands to the `vpr` parser."""
+    tune = sub.add_parser("tune", help="Optuna tuning of learning rate and weight decay per optimizer",
+                          description="Tune with Optuna: one study per optimizer, pruned on per-epoch val "
+                          "Recall@1, resumable, every trial an MLflow run.")
+    tune_sub = tune.add_subparsers(dest="tune_command", required=True)
+    tune_run = tune_sub.add_parser("run", help="run tuning files to their budget",
+                                   description="Run each tuning file (experiments/tune_*.yaml) with N worker "
+                                   "processes; a rerun continues to the budget. Writes OUT/<id>/best_params.json "
+                                   "and figures.")
+    tune_run.add_argument("studies", nargs="+", help="tuning files, or folders of tune_*.yaml (e.g. experiments)")
+    tune_run.add_argument("--workers", type=int, default=1, help="worker processes on this machine")
+    tune_run.add_argument("--storage", default=None,
+                          help="Optuna storage URL (e.g. postgresql://...) shared by machines; default: a "
+                          "JournalStorage file optuna/<id>.journal")
+    tune_run.add_argument("--params", default="params.yaml")
+    tune_run.add_argument("--prepared", default="data/prepared")
+    tune_run.add_argument("--runs-dir", default="runs")
+    tune_run.add_argument("--out", default="reports/tuning", help="output folder (default reports/tuning)")
+    tune_run.set_defaults(func=_tune_run)
