@@ -16,7 +16,8 @@ from pipeline.evaluation import EvaluationResult, evaluate
 from pipeline.models import build_model
 from pipeline.reporting import figures
 from pipeline.reporting.collect import CellResult
-from pipeline.sweeps.study import expand_study, load_studies
+from pipeline.sweeps.plan import expand_study
+from pipeline.sweeps.study import load_studies
 
 # --------------------------------------------------------------------------- helpers
 

@@ -12,8 +12,9 @@ import pytest
 import yaml
 
 from pipeline.config import ConfigError, config_from_layers, config_hash, nest_dotted
-from pipeline.sweeps.study import (DATASETS, METRICS, Study, StudyError, expand_study, load_studies, load_study,
-                                   plan, profile_run, roots_layer)
+from pipeline.profile import ParamsError, roots_layer, run_scale
+from pipeline.sweeps.plan import expand_study, plan
+from pipeline.sweeps.study import DATASETS, METRICS, Study, StudyError, load_studies, load_study
 
 REPO = Path(__file__).resolve().parents[1]
 EXPERIMENTS = REPO / "experiments"
@@ -220,14 +221,14 @@ def test_profile_caps_epochs_and_scales_only(tmp_path: Path) -> None:
     ({"max_epochs": 0}, "run.max_epochs"),
 ])
 def test_profile_may_not_change_the_comparison(run: dict, needle: str) -> None:
-    with pytest.raises(StudyError, match="params.yaml") as err:
-        profile_run({"run": run})
+    with pytest.raises(ParamsError, match="params.yaml") as err:
+        run_scale({"run": run})
     assert needle in str(err.value)
 
 
 def test_profile_warmup_is_a_scale_setting() -> None:
-    layer, cap = profile_run({"run": {"set": {"scheduler.warmup_steps": 0}, "max_epochs": 2}})
-    assert layer == {"scheduler": {"warmup_steps": 0}} and cap == 2
+    scale = run_scale({"run": {"set": {"scheduler.warmup_steps": 0}, "max_epochs": 2}})
+    assert scale.layer == {"scheduler": {"warmup_steps": 0}} and scale.max_epochs == 2
 
 
 def test_roots_layer_maps_prepare_keys() -> None:
@@ -366,3 +367,41 @@ def test_nest_dotted_mixes_forms_and_refuses_repeats() -> None:
                         ({"training.epochs": 1, "training": {"epochs": 2}}, "training.epochs: given twice")):
         with pytest.raises(ConfigError, match=needle):
             nest_dotted(bad)
+
+
+# ---------------------------------------------------------------------------------------------
+# Qualitative cells and the recorded plan
+
+
+def test_qualitative_cells_are_validated_against_the_labels(tmp_path: Path) -> None:
+    grid = {"model.aggregator.name": ["avg", "gem"]}
+    study = load_study(_write(tmp_path, _study(grid=grid, qualitative=["gem"])))
+    assert study.qualitative == ("gem",)
+    assert load_study(_write(tmp_path / "b", _study(grid=grid))).qualitative == ()
+    with pytest.raises(StudyError) as err:
+        load_study(_write(tmp_path / "c", _study(grid=grid, qualitative=["gem", "mixvpr"])))
+    assert "qualitative[1]: 'mixvpr' is not a cell" in str(err.value) and "'avg', 'gem'" in str(err.value)
+
+
+def test_recorded_plan_reads_back_the_runs_the_sweep_planned(tmp_path: Path) -> None:
+    from pipeline.sweeps.plan import load_recorded_plan, write_plan
+
+    studies = [load_study(_write(tmp_path, _study(grid={"model.aggregator.name": ["avg", "gem"]}, seeds=[0, 1])))]
+    planned = plan(studies, {"run": {"max_epochs": 2}}, ROOTS, None)
+    path = write_plan(planned, tmp_path / "sweep" / "plan.json", profile="tiny")
+    recorded = load_recorded_plan(path)
+    assert [r.config_hash for r in recorded] == [p.config_hash for p in planned]
+    for got, want in zip(recorded, planned):
+        assert config_hash(got.config) == want.config_hash  # the config read back is the one hashed
+        assert [(c.study, c.label, c.seed) for c in got.cells] == [(c.study, c.label, c.seed) for c in want.cells]
+    data = json.loads(path.read_text())
+    assert data["profile"] == "tiny" and data["runs"][0]["config"]["training"]["epochs"] == 2
+    assert data["runs"][0]["config"]["data"]["test_roots"]["tokyo_xs"] == ROOTS["tokyo_xs"]
+
+
+def test_a_missing_recorded_plan_says_which_stage_writes_it(tmp_path: Path) -> None:
+    from pipeline.errors import UserError
+    from pipeline.sweeps.plan import load_recorded_plan
+
+    with pytest.raises(UserError, match="run the train stage"):
+        load_recorded_plan(tmp_path / "plan.json")

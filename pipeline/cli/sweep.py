@@ -13,20 +13,21 @@ def _sweep_context(args: argparse.Namespace):
 
 
 def _sweep_plan(args: argparse.Namespace) -> int:
-    from pipeline.sweeps.runner import format_plan, run_states
+    from pipeline.sweeps.runner import format_plan, plan_json, run_states
     from pipeline.sweeps.tracking import Tracker
 
     ctx = _sweep_context(args)
-    print(format_plan(ctx, run_states(ctx, Tracker(ctx.tracking_uri, ctx.experiment))))
+    states = run_states(ctx, Tracker(ctx.tracking_uri, ctx.experiment))
+    print(plan_json(ctx, states) if args.json else format_plan(ctx, states))
     return 0
 
 
 def _sweep_run(args: argparse.Namespace) -> int:
-    from pipeline.sweeps.runner import run_sweep
+    from pipeline.sweeps.runner import check_jobs, run_sweep
 
-    if args.jobs < 1:
-        raise ValueError(f"--jobs must be >= 1, got {args.jobs}")
-    return run_sweep(_sweep_context(args), jobs=args.jobs, test=not args.skip_test, summary_path=args.summary)
+    check_jobs(args.jobs)  # before planning: a wrong flag fails at once
+    return run_sweep(_sweep_context(args), jobs=args.jobs, test=not args.skip_test, summary_path=args.summary,
+                     plan_path=args.record_plan)
 
 
 def _sweep_evaluate(args: argparse.Namespace) -> int:
@@ -54,6 +55,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                                   "(new, running, interrupted, finished, failed) and the cells it serves.")
     _add_sweep_args(plan_p)
     plan_p.add_argument("--shard", default=None, help="I/N: only this machine's share")
+    plan_p.add_argument("--json", action="store_true",
+                        help="print every run as JSON: hash, state, cells and the fully resolved config the "
+                        "trainer receives")
     plan_p.set_defaults(func=_sweep_plan)
     run_p = sweep_sub.add_parser("run", help="train (and test) every unfinished run",
                                  description="Train every run not finished in MLflow, N at a time, resuming "
@@ -62,6 +66,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     run_p.add_argument("--jobs", type=int, default=1, help="parallel runs (spread over visible GPUs)")
     run_p.add_argument("--shard", default=None, help="I/N: run only shard I of N (split a sweep over machines)")
     run_p.add_argument("--skip-test", action="store_true", help="train only; test later with `vpr sweep evaluate`")
+    run_p.add_argument("--record-plan", default=None, metavar="PATH",
+                       help="write the plan executed (hash, cells, resolved config per run) as JSON; "
+                       "`vpr report` reads it (the DVC train stage writes data/sweep/plan.json)")
     run_p.set_defaults(func=_sweep_run)
     ev_p = sweep_sub.add_parser("evaluate", help="test every finished run not tested yet",
                                 description="Evaluate the best checkpoint of each finished, untested run on its test sets.")

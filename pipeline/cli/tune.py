@@ -4,19 +4,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 
 def _tune_run(args: argparse.Namespace) -> int:
-    from pipeline.sweeps.tune_runner import TuningWorkersFailed, run_tuning
+    from pipeline.sweeps.tune_runner import TuningWorkersFailed, run_tuning, tuning_files
 
-    files = []
-    for arg in args.studies:  # a folder means every tune_*.yaml in it
-        files += sorted(Path(arg).glob("tune_*.yaml")) if Path(arg).is_dir() else [Path(arg)]
-    if not files:
-        raise FileNotFoundError(f"no tuning file (tune_*.yaml) in {args.studies}")
     failed = 0
-    for study in files:
+    for study in tuning_files(args.studies):
         try:
             run_tuning(study, workers=args.workers, storage_url=args.storage, params=args.params,
                        prepared=args.prepared, runs_dir=args.runs_dir, out_root=args.out)
@@ -35,7 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     tune_run = tune_sub.add_parser("run", help="run tuning files to their budget",
                                    description="Run each tuning file (experiments/tune_*.yaml) with N worker "
                                    "processes; a rerun continues to the budget. Writes OUT/<id>/best_params.json "
-                                   "and figures.")
+                                   "(the tuning's figures are written by `vpr report`).")
     tune_run.add_argument("studies", nargs="+", help="tuning files, or folders of tune_*.yaml (e.g. experiments)")
     tune_run.add_argument("--workers", type=int, default=1, help="worker processes on this machine")
     tune_run.add_argument("--storage", default=None,

@@ -17,7 +17,8 @@ from typing import Any, Mapping
 import numpy as np
 import yaml
 
-from pipeline.sweeps.study import Study, expand_study
+from pipeline.sweeps.plan import expand_study
+from pipeline.sweeps.study import Study
 from pipeline.sweeps.tracking import STATUS_TAG, Tracker, metric_key
 
 log = logging.getLogger(__name__)

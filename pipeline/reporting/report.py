@@ -12,10 +12,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from pipeline.prepare import load_profile
+from pipeline.profile import load_profile, load_roots
 from pipeline.reporting.collect import CellResult, collect
 from pipeline.reporting.runs_table import write_runs_report
-from pipeline.sweeps.runner import load_roots
 from pipeline.sweeps.study import load_studies
 from pipeline.sweeps.tracking import Tracker
 

@@ -14,16 +14,43 @@ import traceback
 from collections.abc import Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from pipeline.config import config_from_dict
-from pipeline.sweeps.tracking import HASH_TAG, KIND_TAG, STATUS_TAG, Tracker, flatten, git_commit
+from pipeline.data.catalog import SPLITS, VALIDATION, recall_metric
+from pipeline.sweeps.tracking import HASH_TAG, KIND_TAG, STATUS_TAG, Tracker, flatten, git_commit, metric_key
 
 log = logging.getLogger(__name__)
+
+# Files of a trained run folder logged as MLflow artifacts (lr_schedule.csv: the learning rate of
+# every optimizer step, written by the trainer; absent for runs trained before it existed).
+RUN_ARTIFACTS = ("config.yaml", "history.json", "summary.json", "lr_schedule.csv", "best.pt")
+BEST_VAL_R1 = recall_metric(VALIDATION.key, 1)            # best_val_recall_at_1
+VAL_R1 = recall_metric(VALIDATION.key, 1, per_epoch=True)  # val_recall_at_1 (per epoch)
+
+EpochCallback = Callable[[int, dict[str, float]], None]
 
 
 class RunBusy(RuntimeError):
     """Another process holds this run's lock."""
+
+
+def safe_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
+    """Numeric entries of a trainer's metrics or summary under MLflow-safe keys (`val_recall_at_1`)."""
+    return {metric_key(k): float(v) for k, v in metrics.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def epoch_logger(tracker: Tracker, run_id: str) -> EpochCallback:
+    """The trainer callback of sweep runs and tuning trials: log an epoch's metrics at step=epoch."""
+    def log_epoch(epoch: int, metrics: dict[str, float]) -> None:
+        tracker.log(run_id, metrics={k: v for k, v in safe_metrics(metrics).items() if k != "epoch"}, step=epoch)
+    return log_epoch
+
+
+def test_metric(test_name: str, n: int) -> str:
+    """MLflow key of Recall@n on the test set `test_name` (a catalog split, or a user-added one)."""
+    return recall_metric(test_name, n) if test_name in SPLITS else f"test_{test_name}_recall_at_{n}"
 
 
 @contextmanager
@@ -109,16 +136,14 @@ def _train_and_test(tracker: Tracker, run_id: str, spec: Mapping[str, Any], run_
     if summary_path.exists() and json.loads(summary_path.read_text()).get("epochs") == cfg.training.epochs:
         summary = json.loads(summary_path.read_text())  # trained already; only testing was left
     else:
-        def log_epoch(epoch: int, metrics: dict[str, float]) -> None:
-            tracker.log(run_id, metrics={k: v for k, v in metrics.items() if k != "epoch"}, step=epoch)
-
         summary = train(cfg, out_dir=run_dir, resume=(run_dir / "last.pt").exists(), progress=progress,
-                        callbacks=[log_epoch])
-    tracker.log(run_id, metrics={"best_val_recall@1": summary["best_val_recall@1"],
-                                 "best_epoch": summary["best_epoch"]})
-    for name in ("config.yaml", "history.json", "summary.json", "best.pt"):
-        tracker.log_artifact(run_id, run_dir / name)
-    tracker.log_artifact(run_id, run_dir / "val_predictions", "predictions/val")
+                        callbacks=[epoch_logger(tracker, run_id)])
+    best = safe_metrics(summary)
+    tracker.log(run_id, metrics={BEST_VAL_R1: best[BEST_VAL_R1], "best_epoch": best["best_epoch"]})
+    for name in RUN_ARTIFACTS:
+        if (run_dir / name).exists():
+            tracker.log_artifact(run_id, run_dir / name)
+    tracker.log_artifact(run_id, run_dir / "val_predictions", f"predictions/{VALIDATION.folder}")
     tests = test_run(tracker, run_id, cfg, run_dir) if spec.get("test", True) else {}
     return {"summary": summary, "tests": tests}
 
@@ -142,7 +167,7 @@ def test_run(tracker: Tracker, run_id: str, cfg, run_dir: Path) -> dict[str, dic
         result = evaluate_checkpoint(run_dir / "best.pt", root, out_dir=out, device=cfg.training.device,
                                      num_workers=cfg.data.num_workers, progress=False)
         results[name] = result["recalls"]
-        tracker.log(run_id, metrics={f"test_{name}_recall@{n}": r for n, r in result["recalls"].items()})
-        tracker.log_artifact(run_id, out, f"predictions/{name}")
+        tracker.log(run_id, metrics={test_metric(name, int(n)): r for n, r in result["recalls"].items()})
+        tracker.log_artifact(run_id, out, f"predictions/{SPLITS[name].folder if name in SPLITS else name}")
     tracker.log(run_id, tags={"vpr.tested": "1"})
     return results

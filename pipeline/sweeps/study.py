@@ -1,22 +1,15 @@
-"""Studies: one YAML file per paper table or figure, expanded into the runs that reproduce it.
+"""Studies: one YAML file per paper table or figure, the comparisons that reproduce it.
 
 A study file (schema and examples: experiments/README.md) names a paper table, a `base` config
 layer, the cells to compare (a `grid` of config values and/or explicit `variants`), the `seeds`
-to repeat every cell with, and the paper's `published` numbers per cell label. `load_study`
-validates everything before any compute: the schema (unknown keys, metric and dataset names),
-that published labels are cells, and that every cell resolves to a valid `RunConfig`; errors name
-the file, the key and, for a cell, its label.
+to repeat every cell with, the paper's `published` numbers per cell label, and optionally the
+`baseline` cell and the `qualitative` cells the report shows. `load_study` validates everything
+before any compute: the schema (unknown keys, metric and dataset names), that labels named
+anywhere are cells, and that every cell resolves to a valid `RunConfig`; errors name the file,
+the key and, for a cell, its label.
 
-Expansion (`expand_study`) resolves each cell x seed as the layers, in order:
-
-    recipe defaults <- study.base <- grid point <- variant.set <- {seed} <- profile run.set
-                    <- min(epochs, profile run.max_epochs) <- dataset roots
-
-with `pipeline.config.config_from_layers` (a layer that changes a component's name replaces
-that section). The profile layer scales a run (image size, batches, workers) and may not change
-what is compared (components, seed, epochs: see `PROFILE_FIXED`). `plan` expands many studies
-and merges cells with the same `config_hash` into one `PlannedRun`, so a run that serves several
-tables is trained once.
+A cell's own layers are `study.base <- grid point <- variant.set <- {seed}` (`cell_stacks`);
+`pipeline.sweeps.plan` adds the profile's scale and the dataset roots and merges cells into runs.
 """
 
 from __future__ import annotations
@@ -28,35 +21,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
 
-from pipeline.config import (
-    ConfigError,
-    RunConfig,
-    config_from_layers,
-    config_hash,
-    nest_dotted,
-)
-from pipeline.errors import read_yaml
+from pipeline.config import config_from_layers, nest_dotted
+from pipeline.data.catalog import SPLITS
+from pipeline.errors import ConfigError, read_yaml
 from pipeline.training.components import OPTIMIZERS
 
 __all__ = [
-    "DATASETS", "KINDS", "METRICS", "PROFILE_FIXED", "Cell", "PlannedRun", "Study", "StudyError", "Variant",
-    "expand_study", "load_studies", "load_study", "plan", "profile_run", "roots_layer",
+    "DATASETS", "KINDS", "METRICS", "TUNED", "CellStack", "Study", "StudyError", "Variant", "cell_stacks",
+    "load_studies", "load_study", "resolve_tuned",
 ]
 
 KINDS = ("final", "per_epoch", "top_k")
-DATASETS = ("sf_xs_val", "sf_xs_test", "tokyo_xs")  # keys of published numbers
+DATASETS = tuple(SPLITS)  # keys of published numbers: the evaluation splits of the catalog
 METRICS = ("R@1", "R@5", "R@10")
-# Config paths a profile's run.set may not touch: they define the comparison, not its scale.
-PROFILE_FIXED = ("seed", "loss", "miner", "optimizer", "scheduler", "model.aggregator", "training.epochs")
-PROFILE_SCALE_EXCEPTIONS = ("scheduler.warmup_steps",)  # counted in optimizer steps, so it scales with the run
-# Dataset roots (as in data/prepared/datasets.json) -> config; any other key is a test set.
-_ROOT_KEYS = {"train": "train_root", "val": "val_root"}
+TUNED = "tuned"  # `optimizer: {name: tuned, ...}`: the best values of an Optuna tuning
 
 
 class StudyError(ConfigError):
-    """An invalid study file (or profile run section); names the file and every offending key."""
+    """An invalid study file; names the file and every offending key."""
 
     def __init__(self, problems: str | list[str], source: str | None = None) -> None:
         super().__init__(problems, source)
@@ -80,11 +64,12 @@ class _Metrics(_Strict):
     r10: _Percent | None = Field(None, alias="R@10")
 
 
-class _PublishedCell(_Strict):
-    sf_xs_val: _Metrics | None = None
-    sf_xs_test: _Metrics | None = None
-    tokyo_xs: _Metrics | None = None
-    per_epoch: dict[Annotated[int, Field(ge=0)], _Metrics] | None = None  # SF-XS val R@N after each epoch
+# One optional entry per evaluation split of the catalog, and the per-epoch series of SF-XS val.
+_PublishedCell = create_model(
+    "_PublishedCell", __base__=_Strict,
+    **{key: (_Metrics | None, None) for key in DATASETS},
+    per_epoch=(dict[Annotated[int, Field(ge=0)], _Metrics] | None, None),
+)
 
 
 class _VariantModel(_Strict):
@@ -109,6 +94,7 @@ class _StudyModel(_Strict):
     variants: list[_VariantModel] = Field(default_factory=list)
     published: dict[str, _PublishedCell] = Field(default_factory=dict)
     baseline: str | None = None  # a cell label: the report adds "<cell> Δ <baseline>" rows
+    qualitative: list[str] = Field(default_factory=list)  # cell labels the qualitative figure shows
 
     @field_validator("paper", mode="before")
     @classmethod
@@ -122,7 +108,7 @@ class _StudyModel(_Strict):
     def _none_is_empty_map(cls, value: Any) -> Any:
         return {} if value is None else value
 
-    @field_validator("variants", mode="before")
+    @field_validator("variants", "qualitative", mode="before")
     @classmethod
     def _none_is_empty_list(cls, value: Any) -> Any:
         return [] if value is None else value
@@ -214,6 +200,7 @@ class Study:
     variants: tuple[Variant, ...]
     published: dict[str, dict[str, Any]]
     baseline: str | None = None
+    qualitative: tuple[str, ...] = ()  # cell labels the report's qualitative figure shows
 
     @property
     def labels(self) -> list[str]:
@@ -223,34 +210,6 @@ class Study:
     def __repr__(self) -> str:
         return (f"Study({self.id!r}, paper {self.paper} {self.reproduces}, {self.kind}, "
                 f"{len(self.labels)} cells x {len(self.seeds)} seeds, {len(self.published)} published)")
-
-
-@dataclass(frozen=True)
-class Cell:
-    """One cell of a study at one seed, resolved to a run config."""
-
-    study: str
-    label: str
-    seed: int
-    config: RunConfig
-    config_hash: str
-
-
-@dataclass
-class PlannedRun:
-    """One distinct run (one config hash) and every study cell it serves."""
-
-    config_hash: str
-    config: RunConfig
-    cells: list[Cell] = field(default_factory=list)
-
-    @property
-    def studies(self) -> list[str]:
-        """Ids of the studies this run serves, sorted."""
-        return sorted({c.study for c in self.cells})
-
-    def __repr__(self) -> str:
-        return f"PlannedRun({self.config_hash}, {len(self.cells)} cells, studies={self.studies})"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -286,69 +245,6 @@ def _cell_layers(study: Study) -> list[tuple[str, list[dict[str, Any]]]]:
     return cells
 
 
-def _flat_paths(layer: Mapping[str, Any], prefix: str = "") -> list[str]:
-    """Dotted leaf paths of a nested layer."""
-    out = []
-    for key, value in layer.items():
-        path = f"{prefix}{key}"
-        out += _flat_paths(value, path + ".") if isinstance(value, Mapping) and value else [path]
-    return out
-
-
-# ---------------------------------------------------------------------------------------------
-# Profile and roots layers
-
-
-class _ProfileRun(_Strict):
-    set_: dict[str, Any] = Field(default_factory=dict, alias="set")
-    max_epochs: Annotated[int, Field(ge=1)] | None = None
-
-
-def profile_run(profile: Mapping[str, Any] | None) -> tuple[dict[str, Any], int | None]:
-    """(scale layer, max_epochs) of a params.yaml profile's `run:` section (both empty if absent)."""
-    run = (profile or {}).get("run") or {}
-    source = "params.yaml profile run section"
-    try:
-        parsed = _ProfileRun.model_validate(run)
-    except ValidationError as err:
-        lines = []
-        for e in err.errors():
-            where = "run." + ".".join(map(str, e["loc"]))
-            lines.append(f"{where}: unknown key (valid: set, max_epochs)" if e["type"] == "extra_forbidden"
-                         else f"{where}: {e['msg']} (got {e['input']!r})")
-        raise StudyError(lines, source) from None
-    layer = nest_dotted(parsed.set_, source)
-    fixed = [p for p in _flat_paths(layer)
-             if p not in PROFILE_SCALE_EXCEPTIONS and any(p == f or p.startswith(f + ".") for f in PROFILE_FIXED)]
-    if fixed:
-        raise StudyError([f"run.set.{p}: a profile scales runs and may not change what is compared "
-                          f"({', '.join(PROFILE_FIXED)}); cap epochs with run.max_epochs" for p in fixed], source)
-    return layer, parsed.max_epochs
-
-
-def roots_layer(roots: Mapping[str, str] | None) -> dict[str, Any]:
-    """{train, val, <test name>...} (data/prepared/datasets.json "roots") as a config layer."""
-    if not roots:
-        return {}
-    data: dict[str, Any] = {}
-    tests = {}
-    for key, path in roots.items():
-        if key in _ROOT_KEYS:
-            data[_ROOT_KEYS[key]] = str(path)
-        else:
-            tests[key] = str(path)
-    if tests:
-        data["test_roots"] = tests
-    return {"data": data}
-
-
-# ---------------------------------------------------------------------------------------------
-# Public API
-
-
-TUNED = "tuned"
-
-
 def resolve_tuned(layer: Mapping[str, Any], tuned_dir: str | Path | None, source: str) -> dict[str, Any]:
     """Replace `optimizer: {name: tuned, tuning: <id>, optimizer: <name>}` in a layer by that
     optimizer with the best values of the tuning (`<tuned_dir>/<id>/best_params.json`).
@@ -378,30 +274,26 @@ def resolve_tuned(layer: Mapping[str, Any], tuned_dir: str | Path | None, source
     return {**nested, "optimizer": {"name": name, **values, **extra}}
 
 
-def _cell_source(study: Study, label: str, seed: int) -> str:
-    return f"{study.path}: cell {label!r}, seed {seed}"
+@dataclass(frozen=True)
+class CellStack:
+    """One cell at one seed as its own config layers: base <- grid point <- variant <- {seed}."""
+
+    label: str
+    seed: int
+    source: str  # "<file>: cell '<label>', seed <n>", for errors
+    layers: list[dict[str, Any]]
 
 
-def expand_study(study: Study, profile: Mapping[str, Any] | None = None,
-                 roots: Mapping[str, str] | None = None, tuned_dir: str | Path | None = None) -> list[Cell]:
-    """Every cell x seed of `study` as a resolved config (layer order: module docstring).
-
-    `profile` is one profile of params.yaml (its `run:` section is used); `roots` the dataset
-    roots from the prepare stage. Raises ConfigError naming the file, the cell and the key.
-    """
-    scale, max_epochs = profile_run(profile)
-    data = roots_layer(roots)
-    cells = []
+def cell_stacks(study: Study, tuned_dir: str | Path | None = None) -> list[CellStack]:
+    """Every cell x seed of `study` (cells in expansion order, seeds inner) as config layers;
+    `optimizer: tuned` resolved from `tuned_dir` (defaults when None)."""
+    stacks = []
     for label, layers in _cell_layers(study):
         for seed in study.seeds:
-            source = _cell_source(study, label, seed)
+            source = f"{study.path}: cell {label!r}, seed {seed}"
             stack = [resolve_tuned(layer, tuned_dir, source) for layer in (study.base, *layers)]
-            stack += [{"seed": seed}, scale]
-            cfg = config_from_layers([*stack, data], source)
-            if max_epochs is not None and cfg.training.epochs > max_epochs:
-                cfg = config_from_layers([*stack, {"training": {"epochs": max_epochs}}, data], source)
-            cells.append(Cell(study.id, label, seed, cfg, config_hash(cfg)))
-    return cells
+            stacks.append(CellStack(label, seed, source, [*stack, {"seed": seed}]))
+    return stacks
 
 
 def _check(study: Study) -> list[str]:
@@ -433,6 +325,9 @@ def _check(study: Study) -> list[str]:
             problems.append(f"published[{label!r}].per_epoch: only for kind per_epoch (this study is {study.kind})")
     if study.baseline is not None and study.baseline not in labels:
         problems.append(f"baseline: {study.baseline!r} is not a cell of this study (cells: {valid})")
+    for i, label in enumerate(study.qualitative):
+        if label not in labels:
+            problems.append(f"qualitative[{i}]: {label!r} is not a cell of this study (cells: {valid})")
     return problems
 
 
@@ -450,12 +345,13 @@ def load_study(path: str | Path) -> Study:
         base=m.base, seeds=tuple(m.seeds), grid=m.grid,
         variants=tuple(Variant(v.label, v.set_) for v in m.variants),
         published={label: cell.model_dump(by_alias=True, exclude_none=True) for label, cell in m.published.items()},
-        baseline=m.baseline,
+        baseline=m.baseline, qualitative=tuple(m.qualitative),
     )
     problems = _check(study)
     if problems:
         raise StudyError(problems, str(path))
-    expand_study(study)
+    for stack in cell_stacks(study):
+        config_from_layers(stack.layers, stack.source)
     return study
 
 
@@ -494,20 +390,3 @@ def load_studies(paths_or_dirs: Sequence[str | Path] = ("experiments",)) -> list
         by_id[study.id] = f
         studies.append(study)
     return studies
-
-
-def plan(studies: Iterable[Study], profile: Mapping[str, Any] | None = None,
-         roots: Mapping[str, str] | None = None, tuned_dir: str | Path | None = "reports/tuning") -> list[PlannedRun]:
-    """Expand every study and merge cells with the same config hash into one PlannedRun.
-
-    Order is stable: runs appear in the order of their first cell (studies in the given order,
-    cells in expansion order). The run's config is its first cell's (same hash = same semantics).
-    """
-    runs: dict[str, PlannedRun] = {}
-    for study in studies:
-        for cell in expand_study(study, profile, roots, tuned_dir):
-            run = runs.get(cell.config_hash)
-            if run is None:
-                run = runs[cell.config_hash] = PlannedRun(cell.config_hash, cell.config)
-            run.cells.append(cell)
-    return list(runs.values())

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import socket
 import time
@@ -26,16 +25,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from pipeline.config import ConfigError, config_from_layers, nest_dotted
-from pipeline.sweeps.study import profile_run, roots_layer
+from pipeline.config import config_from_layers, nest_dotted
+from pipeline.data.catalog import VALIDATION, recall_metric
+from pipeline.errors import ConfigError, format_validation_error, read_yaml
+from pipeline.profile import capped_budget, roots_layer, run_scale, trial_cap
 from pipeline.training.components import OPTIMIZERS
 
 log = logging.getLogger(__name__)
 
-METRIC = "val_recall@1"
+METRIC = recall_metric(VALIDATION.key, 1, per_epoch=True)  # val_recall_at_1: the objective, per epoch
 JOURNAL_LOCK_GRACE_S = 10
 
 
@@ -104,6 +104,10 @@ class _TuningModel(_Strict):
     enqueue: dict[str, list[dict[str, float]]] = {}
 
 
+# Section models by key path, so an unknown key lists the valid ones.
+_TUNING_SECTIONS = {(): _TuningModel, ("sampler",): SamplerSpec, ("pruner",): PrunerSpec, ("budget",): BudgetSpec}
+
+
 @dataclass(frozen=True)
 class Tuning:
     """A parsed tuning file."""
@@ -125,17 +129,9 @@ def load_tuning(path: str | Path) -> Tuning:
     if not path.is_file():
         raise TuningError(f"tuning file not found: {path}")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
-        model = _TuningModel.model_validate(raw)
-    except yaml.YAMLError as err:
-        raise TuningError(f"YAML syntax error: {err}", str(path)) from None
+        model = _TuningModel.model_validate(read_yaml(path, "tuning file"))
     except ValidationError as err:
-        lines = []
-        for e in err.errors():
-            where = ".".join(str(p) for p in e["loc"])
-            msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"].removeprefix("Value error, ")
-            lines.append(f"{where}: {msg}")
-        raise TuningError(lines, str(path)) from None
+        raise TuningError(format_validation_error(err, {}, _TUNING_SECTIONS), str(path)) from None
     problems = []
     if model.tuning != path.stem:
         problems.append(f"tuning: '{model.tuning}' must equal the file name '{path.stem}'")
@@ -177,12 +173,12 @@ def load_tuning(path: str | Path) -> Tuning:
 def trial_config(tuning: Tuning, optimizer: str, params: Mapping[str, float],
                  profile: Mapping[str, Any] | None = None, roots: Mapping[str, str] | None = None):
     """The run config of one trial: base <- optimizer + params <- profile scale <- roots."""
-    scale, max_epochs = profile_run(profile)
+    scale = run_scale(profile)
     source = f"{tuning.path}: optimizer {optimizer} {dict(params)}"
-    stack = [tuning.base, {"optimizer": {"name": optimizer, **params}}, scale]
+    stack = [tuning.base, {"optimizer": {"name": optimizer, **params}}, scale.layer]
     cfg = config_from_layers([*stack, roots_layer(roots)], source)
-    if max_epochs is not None and cfg.training.epochs > max_epochs:
-        cfg = config_from_layers([*stack, {"training": {"epochs": max_epochs}}, roots_layer(roots)], source)
+    if scale.max_epochs is not None and cfg.training.epochs > scale.max_epochs:
+        cfg = config_from_layers([*stack, {"training": {"epochs": scale.max_epochs}}, roots_layer(roots)], source)
     return cfg
 
 
@@ -223,7 +219,7 @@ def fail_dead_trials(study) -> list:
             continue  # another machine's worker: its heartbeat (RDB) or its own rerun handles it
         pid = trial.user_attrs.get("pid")
         if pid is None or not _alive(int(pid)):
-            study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+            study.tell(trial.number, state=TrialState.FAIL)
             failed.append(trial)
     return failed
 
@@ -251,6 +247,7 @@ def make_sampler(spec: SamplerSpec, space: Mapping[str, ParamRange], offset: int
 
 
 def make_pruner(spec: PrunerSpec):
+    """The file's pruner (pruning on per-epoch val Recall@1)."""
     import optuna
 
     if spec.name == "none":
@@ -261,10 +258,12 @@ def make_pruner(spec: PrunerSpec):
 
 
 def study_name(tuning: Tuning, optimizer: str) -> str:
+    """The Optuna study of one optimizer of a tuning: `<tuning id>/<optimizer>`."""
     return f"{tuning.id}/{optimizer}"
 
 
 def finished_count(study) -> int:
+    """Trials of `study` that count toward the budget: complete or pruned."""
     from optuna.trial import TrialState
 
     return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
@@ -273,13 +272,9 @@ def finished_count(study) -> int:
 def trial_budget(tuning: Tuning, optimizer: str, profile: Mapping[str, Any] | None) -> int:
     """Trials to finish for one optimizer: the file's budget, capped by the profile's
     `tune.max_trials` (demo scale) and, for a grid sampler, by the grid's size."""
-    budget = tuning.budget.trials
-    cap = ((profile or {}).get("tune") or {}).get("max_trials")
-    if cap:
-        budget = min(budget, int(cap))
-    if tuning.sampler.name == "grid":
-        budget = min(budget, math.prod(len(r.values or [r.low, r.high]) for r in tuning.optimizers[optimizer].values()))
-    return budget
+    grid = ([len(r.values or [r.low, r.high]) for r in tuning.optimizers[optimizer].values()]
+            if tuning.sampler.name == "grid" else None)
+    return capped_budget(tuning.budget.trials, trial_cap(profile), grid)
 
 
 def suggest(trial, space: Mapping[str, ParamRange]) -> dict[str, float]:
@@ -309,9 +304,11 @@ def best_params(tuning: Tuning, storage) -> dict[str, Any]:
 
 
 def write_json(path: Path, data: Any) -> None:
+    """`data` as sorted, indented JSON at `path` (folders created)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=2, sort_keys=True))
 
 
 def elapsed_ok(start: float, minutes: float | None) -> bool:
+    """True while the time budget (if any) since `start` is not spent."""
     return minutes is None or (time.time() - start) < minutes * 60

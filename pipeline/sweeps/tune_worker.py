@@ -1,0 +1,101 @@
+"""Worker process of a tuning: `python -m pipeline.sweeps.tune_worker SPEC.json INDEX`.
+
+It loops over the tuning's optimizers, running one trial at a time until the optimizer's budget
+of finished (complete or pruned) trials is reached. Every trial trains a real run with the
+trainer, reports val Recall@1 per epoch (the sweep's epoch logger records it in MLflow), may be
+pruned, and is an MLflow run (child of the tuning's parent run).
+
+Exit status: 0 every budget met (or the time budget spent), 1 trials failed systematically.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import sys
+from pathlib import Path
+
+from pipeline.sweeps.execute import BEST_VAL_R1, epoch_logger, safe_metrics
+from pipeline.sweeps.tracking import KIND_TAG, STATUS_TAG, Tracker, flatten
+from pipeline.sweeps.tuning import (METRIC, Tuning, elapsed_ok, finished_count, load_tuning, make_pruner,
+                                    make_sampler, open_storage, study_name, suggest, trial_budget, trial_config)
+
+MAX_CONSECUTIVE_FAILURES = 3
+
+
+def main(spec_path: str, index: int = 0) -> int:
+    """One worker: trials one at a time, optimizer by optimizer, until every budget is met.
+
+    Worker i samples with seed + i: workers sharing one seed would propose the same first points.
+    """
+    import optuna
+
+    logging.basicConfig(level=logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    spec = json.loads(Path(spec_path).read_text())
+    tuning = load_tuning(spec["tuning"])
+    storage, _ = open_storage(spec["storage"], tuning.id)
+    tracker = Tracker(spec["tracking_uri"])
+    for opt, space in tuning.optimizers.items():
+        study = optuna.load_study(study_name=study_name(tuning, opt), storage=storage,
+                                  sampler=make_sampler(tuning.sampler, space, offset=index),
+                                  pruner=make_pruner(tuning.pruner))
+        budget = trial_budget(tuning, opt, spec["profile"])
+        failures = 0
+        while finished_count(study) < budget and elapsed_ok(spec["start"], tuning.budget.minutes):
+            mine: list = []  # the state of the trial this worker just ran
+            study.optimize(lambda trial: objective(trial, tuning, opt, spec, tracker), n_trials=1,
+                           catch=(Exception,), callbacks=[lambda _study, trial: mine.append(trial.state)])
+            failures = failures + 1 if mine and mine[-1] == optuna.trial.TrialState.FAIL else 0
+            if failures >= MAX_CONSECUTIVE_FAILURES:  # something systematic (data, config): stop, don't spin
+                print(f"{study.study_name}: {failures} trials failed in a row; stopping this worker "
+                      "(errors in MLflow, tag vpr.error)", file=sys.stderr, flush=True)
+                return 1
+    return 0
+
+
+def objective(trial, tuning: Tuning, optimizer: str, spec: dict, tracker: Tracker) -> float:
+    """Train one trial's run; its best val Recall@1 is the value Optuna maximises."""
+    import optuna
+
+    from pipeline.training.trainer import train
+
+    trial.set_user_attr("host", socket.gethostname())
+    trial.set_user_attr("pid", os.getpid())
+    params = suggest(trial, tuning.optimizers[optimizer])
+    cfg = trial_config(tuning, optimizer, params, spec["profile"], spec["roots"])
+    run_dir = Path(spec["runs_dir"]) / "tune" / tuning.id / optimizer / f"trial_{trial.number:04d}"
+    run_id = tracker.create_run(f"{tuning.id} {optimizer} trial {trial.number}", {
+        KIND_TAG: "trial", STATUS_TAG: "running", "vpr.tuning": tuning.id, "vpr.optimizer": optimizer,
+        "vpr.trial": str(trial.number), "vpr.profile": spec["profile_name"],
+        "mlflow.parentRunId": spec["parent_run_id"]})
+    trial.set_user_attr("mlflow_run_id", run_id)
+    tracker.log(run_id, params=flatten(cfg.to_dict()))
+
+    def prune(epoch: int, metrics: dict[str, float]) -> None:
+        value = safe_metrics(metrics)[METRIC]
+        trial.report(value, epoch)
+        if trial.should_prune():
+            raise optuna.TrialPruned(f"pruned at epoch {epoch} ({METRIC} {value:.2f})")
+
+    try:
+        summary = train(cfg, out_dir=run_dir, resume=(run_dir / "last.pt").exists(), progress=False,
+                        callbacks=[epoch_logger(tracker, run_id), prune])
+    except optuna.TrialPruned:
+        tracker.log(run_id, tags={"vpr.trial_state": "pruned", STATUS_TAG: "pruned"})
+        tracker.client.set_terminated(run_id, "FINISHED")
+        raise
+    except Exception as err:
+        tracker.set_status(run_id, "failed", error=f"{type(err).__name__}: {err}")
+        tracker.log(run_id, tags={"vpr.trial_state": "failed"})
+        raise
+    best = safe_metrics(summary)[BEST_VAL_R1]
+    tracker.log(run_id, metrics={BEST_VAL_R1: best}, tags={"vpr.trial_state": "complete"})
+    tracker.set_status(run_id, "finished")
+    return best
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else 0))
