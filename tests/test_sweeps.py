@@ -190,3 +190,36 @@ def test_evaluate_stage_tests_runs_trained_with_skip_test(embedded_root, tmp_pat
     ((run,),) = finished_runs(project).values()
     assert {"test_sf_xs_test_recall_at_1", "test_tokyo_xs_recall_at_1"} <= set(run.data.metrics)
     assert "0 to test" in vpr(project, "sweep", "evaluate").stdout
+
+
+def test_plan_json_and_config_show_give_the_configs_the_trainer_receives(embedded_root, tmp_path):
+    from pipeline.config import config_from_dict, config_hash
+
+    project = make_project(tmp_path, embedded_root, ["avg", "gem"], epochs=5)
+    result = vpr(project, "sweep", "plan", "--json")
+    assert result.returncode == 0, result.stderr
+    runs = json.loads(result.stdout)["runs"]
+    assert [r["state"] for r in runs] == ["new", "new"]
+    by_label = {r["cells"][0]["label"]: r for r in runs}
+    assert set(by_label) == {"avg", "gem"} and by_label["gem"]["cells"][0]["study"] == "t_aggregators"
+    for run in runs:  # the printed config is the hashed one, with the profile's scale and the roots
+        assert config_hash(config_from_dict(run["config"])) == run["config_hash"]
+        assert run["config"]["data"]["image_size"] == [32, 32] and run["config"]["training"]["epochs"] == 5
+        assert run["config"]["data"]["test_roots"]["tokyo_xs"] == str(embedded_root / "tokyo_xs" / "test")
+
+    shown = vpr(project, "config", "show", "t_aggregators", "gem")
+    assert shown.returncode == 0, shown.stderr
+    assert by_label["gem"]["config_hash"] in shown.stdout.splitlines()[0]
+    assert yaml.safe_load(shown.stdout) == by_label["gem"]["config"]
+    wrong = vpr(project, "config", "show", "t_aggregators", "mixvpr")
+    assert wrong.returncode == 2 and "no cell 'mixvpr' (cells: 'avg', 'gem')" in wrong.stderr
+
+
+def test_bad_jobs_and_shard_values_are_one_line_errors(embedded_root, tmp_path):
+    project = make_project(tmp_path, embedded_root, ["avg"])
+    jobs = vpr(project, "sweep", "run", "--jobs", "0")
+    assert jobs.returncode == 2 and jobs.stderr.strip() == "vpr: error: --jobs must be >= 1, got 0"
+    shard = vpr(project, "sweep", "plan", "--shard", "3/2")
+    assert shard.returncode == 2 and "--shard 3/2: need N >= 1 and 0 <= I < N" in shard.stderr
+    tune = vpr(project, "tune", "run", "experiments")
+    assert tune.returncode == 2 and "no tuning file (tune_*.yaml) in experiments" in tune.stderr

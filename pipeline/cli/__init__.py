@@ -9,10 +9,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from pipeline.cli import data, report, run, sweep, tune
+from pipeline.cli import config, data, report, run, sweep, tune
 from pipeline.errors import UserError
 
-_GROUPS = (data, run, sweep, tune, report)
+_GROUPS = (data, config, run, sweep, tune, report)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,36 @@
+"""`vpr config show STUDY LABEL`: the fully resolved config of one study cell."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def _config_show(args: argparse.Namespace) -> int:
+    import yaml
+
+    from pipeline.sweeps.plan import resolve_cell
+
+    cell = resolve_cell(args.study, args.label, seed=args.seed, params=args.params, prepared=args.prepared,
+                        experiments=args.experiments, tuned_dir=args.tuned)
+    print(f"# {cell.study}: {cell.label} (seed {cell.seed}), config hash {cell.config_hash}")
+    print(yaml.safe_dump(cell.config.to_dict(), sort_keys=False), end="")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add this module's subcommands to the `vpr` parser."""
+    config = sub.add_parser("config", help="inspect run configs",
+                            description="Show the configs the sweep resolves for study cells.")
+    config_sub = config.add_subparsers(dest="config_command", required=True)
+    show = config_sub.add_parser("show", help="one study cell's resolved config as YAML",
+                                 description="Print the fully resolved config of one cell (the config the "
+                                 "trainer receives under the selected profile), with its hash.")
+    show.add_argument("study", help="study id (e.g. s004_table3_losses) or study file")
+    show.add_argument("label", help="cell label as in `vpr sweep plan` (e.g. 'triplet')")
+    show.add_argument("--seed", type=int, default=None, help="seed of the cell (default: the study's first)")
+    show.add_argument("--params", default="params.yaml", help="params file selecting the profile")
+    show.add_argument("--prepared", default="data/prepared",
+                      help="output of the prepare stage (dataset roots; left out when it has not run)")
+    show.add_argument("--experiments", default="experiments", help="folder of study files")
+    show.add_argument("--tuned", default="reports/tuning", help="folder of tuned values (best_params.json)")
+    show.set_defaults(func=_config_show)
