@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import time
 from pathlib import Path
@@ -129,6 +130,10 @@ def test_killed_sweep_resumes_without_losing_or_duplicating(embedded_root, tmp_p
             break
         time.sleep(0.1)
     assert victim is not None, "sweep never reached the second run"
+    # One long-lived worker per slot: the finished run and the next one ran in the same process.
+    worker_pids = {d.name: re.findall(r"^worker (\d+):", (d / "worker.log").read_text(), re.M) for d in done + [victim]}
+    assert len({pid for pids in worker_pids.values() for pid in pids}) == 1, worker_pids
+    assert not (done[0] / "last.pt").exists() and not (done[0] / "best.pt").exists()  # released: MLflow has it
     os.killpg(sweep.pid, signal.SIGKILL)
     sweep.wait()
     epochs_before = len(json.loads((victim / "history.json").read_text()))
@@ -223,3 +228,33 @@ def test_bad_jobs_and_shard_values_are_one_line_errors(embedded_root, tmp_path):
     assert shard.returncode == 2 and "--shard 3/2: need N >= 1 and 0 <= I < N" in shard.stderr
     tune = vpr(project, "tune", "run", "experiments")
     assert tune.returncode == 2 and "no tuning file (tune_*.yaml) in experiments" in tune.stderr
+
+
+def test_a_dead_worker_fails_only_its_run_and_its_slot_gets_a_fresh_one(tmp_path):
+    from pipeline.sweeps.executors import LocalExecutor, outcome_of
+
+    executor = LocalExecutor(1)
+    try:
+        pids = []
+        for key in ("first", "second"):  # a spec the worker cannot read kills it mid-run
+            executor.submit(key, tmp_path / f"{key}.json")
+            pids.append(executor._slots[0].proc.pid)
+            done: list = []
+            deadline = time.time() + 120
+            while not done and time.time() < deadline:
+                done = executor.completed(timeout=1.0)
+            assert [(k, outcome_of(c)) for k, c in done] == [(key, "failed")]
+        assert pids[0] != pids[1]
+    finally:
+        executor.close()
+
+
+def test_workers_split_the_cores_or_take_one_gpu_each(monkeypatch):
+    from pipeline.sweeps.processes import worker_env
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    assert worker_env(0, 2, devices=0)["OMP_NUM_THREADS"] == "4"
+    assert worker_env(3, 4, devices=2)["CUDA_VISIBLE_DEVICES"] == "1"
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert worker_env(0, 2, devices=0)["OMP_NUM_THREADS"] == "3"  # the user's setting wins

@@ -10,6 +10,7 @@ from __future__ import annotations
 import fcntl
 import json
 import logging
+import shutil
 import traceback
 from collections.abc import Mapping
 from contextlib import contextmanager
@@ -102,7 +103,26 @@ def execute_run(spec: Mapping[str, Any], progress: bool = False) -> dict[str, An
             tracker.log_artifact(run_id, run_dir / "error.txt")
             raise
         tracker.set_status(run_id, "finished")
+        release_run_folder(run_dir)
         return {"run_id": run_id, **outcome}
+
+
+# What a finished run's folder drops. MLflow is the run's store (a tracking server serves it to
+# every machine and the report reads it there), so the checkpoint and the per-query predictions
+# live there once; the resume checkpoint is useless once the run finished. The folder keeps its
+# small files (config, history, summary, lr schedule, spec, log) and a copy is fetched back from
+# MLflow when a later stage needs the checkpoint (`vpr sweep evaluate`).
+RELEASED = ("last.pt", "best.pt", "val_predictions", "test")
+
+
+def release_run_folder(run_dir: Path) -> None:
+    """Delete what a finished run keeps in MLflow (and its resume checkpoint) from its folder."""
+    for name in RELEASED:
+        path = run_dir / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
 
 
 def _mlflow_run(tracker: Tracker, spec: Mapping[str, Any]) -> tuple[str, bool]:
@@ -154,7 +174,10 @@ def evaluate_run(spec: Mapping[str, Any]) -> dict[str, dict]:
     with run_lock(run_dir):
         tracker = Tracker(spec["tracking_uri"], spec["experiment"])
         run_id, _ = _mlflow_run(tracker, spec)
-        return test_run(tracker, run_id, config_from_dict(spec["config"]), run_dir)
+        try:
+            return test_run(tracker, run_id, config_from_dict(spec["config"]), run_dir)
+        finally:
+            release_run_folder(run_dir)
 
 
 def test_run(tracker: Tracker, run_id: str, cfg, run_dir: Path) -> dict[str, dict]:
@@ -162,6 +185,8 @@ def test_run(tracker: Tracker, run_id: str, cfg, run_dir: Path) -> dict[str, dic
     from pipeline.evaluation.from_checkpoint import evaluate_checkpoint
 
     results = {}
+    if not (run_dir / "best.pt").exists():  # released after training: MLflow holds the copy
+        tracker.client.download_artifacts(run_id, "best.pt", str(run_dir))
     for name, root in cfg.data.test_roots.items():
         out = run_dir / "test" / name
         result = evaluate_checkpoint(run_dir / "best.pt", root, out_dir=out, device=cfg.training.device,

@@ -54,8 +54,8 @@ def worker_env(slot: int, slots: int, devices: int) -> dict[str, str]:
 
 
 def spawn_worker(module: str, args: Sequence[str], slot: int, slots: int, devices: int,
-                 stdout: IO[Any] | int | None = None, stdin: IO[Any] | int | None = None) -> subprocess.Popen:
-    """Start `python -m module ARGS` as worker `slot` of `slots` (see the module docstring)."""
+                 stdin: IO[Any] | int | None = None, stdout: IO[Any] | int | None = None) -> subprocess.Popen:
+    """Start `python -m module ARGS` as worker `slot` of `slots` (see the module docstring);
+    stderr is the caller's."""
     return subprocess.Popen([sys.executable, "-m", module, *args], env=worker_env(slot, slots, devices),
-                            stdin=stdin, stdout=stdout, stderr=subprocess.STDOUT if stdout is not None else None,
-                            preexec_fn=die_with_parent)
+                            stdin=stdin, stdout=stdout, preexec_fn=die_with_parent)

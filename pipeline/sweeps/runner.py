@@ -1,7 +1,7 @@
 """`vpr sweep plan|run|evaluate`: expand studies, skip what MLflow has finished, run the rest.
 
-Each run executes in a worker process (`pipeline.sweeps.worker`), at most `jobs` at a time,
-started by `pipeline.sweeps.processes` (they die with the sweep). A worker holds a lock on its run
+Runs execute in `jobs` long-lived worker processes (`pipeline.sweeps.executors.LocalExecutor`,
+one per slot, dying with the sweep), each running run after run. A run holds a lock on its run
 folder and resumes from the folder's last checkpoint, so killing and rerunning a sweep loses
 nothing finished and never duplicates a finished hash. `--shard I/N` keeps the runs whose hash
 falls in shard I, so N machines split a sweep without talking to each other.
@@ -10,7 +10,6 @@ falls in shard I, so N machines split a sweep without talking to each other.
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +20,7 @@ from pipeline.errors import UserError
 from pipeline.profile import check_roots, load_profile
 from pipeline.sweeps.execute import is_locked
 from pipeline.sweeps.plan import PlannedRun, plan, plan_records, write_plan
-from pipeline.sweeps.processes import cuda_device_count, spawn_worker
+from pipeline.sweeps.executors import LocalExecutor, outcome_of
 from pipeline.sweeps.study import load_studies
 from pipeline.sweeps.tracking import EXPERIMENT, STATUS_TAG, Tracker, default_tracking_uri, study_parent_runs
 
@@ -145,27 +144,23 @@ def run_sweep(ctx: SweepContext, jobs: int = 1, test: bool = True, only_evaluate
     todo = _todo(ctx, tracker, only_evaluate)
     print(f"{len(ctx.planned)} distinct runs, {len(todo)} to {'test' if only_evaluate else 'execute'}, "
           f"{jobs} at a time; MLflow store {ctx.tracking_uri}", flush=True)
-    devices = cuda_device_count()
+    executor = LocalExecutor(jobs)
     outcomes: dict[str, str] = {}
-    running: list[tuple[subprocess.Popen, PlannedRun, int]] = []
-    queue = list(todo)
-    free_slots = list(range(jobs))
+    queue, running = list(todo), {}
     start = time.time()
-    while queue or running:
-        while queue and free_slots:
-            p, slot = queue.pop(0), free_slots.pop(0)
-            running.append((_spawn(ctx, p, parents, slot, devices, test, only_evaluate), p, slot))
-        time.sleep(0.2)
-        for item in list(running):
-            proc, p, slot = item
-            code = proc.poll()
-            if code is None:
-                continue
-            running.remove(item)
-            free_slots.append(slot)
-            outcomes[p.config_hash] = {0: "finished", 3: "busy"}.get(code, "failed")
-            print(f"[{len(outcomes)}/{len(todo)}] {p.config_hash} {outcomes[p.config_hash]} "
-                  f"({', '.join(c.label for c in p.cells[:2])}) after {time.time() - start:.0f} s", flush=True)
+    try:
+        while queue or running:
+            while queue and len(running) < executor.slots:
+                p = queue.pop(0)
+                running[p.config_hash] = p
+                executor.submit(p.config_hash, _write_spec(ctx, p, parents, test, only_evaluate))
+            for key, code in executor.completed(timeout=1.0):
+                p = running.pop(key)
+                outcomes[key] = outcome_of(code)
+                print(f"[{len(outcomes)}/{len(todo)}] {key} {outcomes[key]} "
+                      f"({', '.join(c.label for c in p.cells[:2])}) after {time.time() - start:.0f} s", flush=True)
+    finally:
+        executor.close()
     return _finish(ctx, outcomes, summary_path)
 
 
@@ -193,13 +188,13 @@ def run_spec(ctx: SweepContext, p: PlannedRun, parents: dict[str, str], test: bo
             "profile": ctx.profile_name, "test": test, "only_evaluate": only_evaluate}
 
 
-def _spawn(ctx: SweepContext, p: PlannedRun, parents: dict[str, str], slot: int, devices: int, test: bool,
-           only_evaluate: bool) -> subprocess.Popen:
+def _write_spec(ctx: SweepContext, p: PlannedRun, parents: dict[str, str], test: bool,
+                only_evaluate: bool) -> Path:
+    """The run's spec file, `runs/<hash>/spec.json`, for the worker that executes it."""
     run_dir = ctx.runs_dir / p.config_hash
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "spec.json").write_text(json.dumps(run_spec(ctx, p, parents, test, only_evaluate), indent=2))
-    log = open(run_dir / "worker.log", "a")
-    return spawn_worker("pipeline.sweeps.worker", [str(run_dir / "spec.json")], slot, ctx.jobs, devices, stdout=log)
+    return run_dir / "spec.json"
 
 
 def summary_table(ctx: SweepContext, tracker: Tracker) -> str:
