@@ -159,6 +159,10 @@ def test_two_workers_survive_a_killed_worker_and_a_rerun(embedded_root, tmp_path
     best = json.loads((out_dir / "best_params.json").read_text())
     assert {"lr", "weight_decay", "val_recall_at_1"} <= set(best["adamw"])
     assert not list(out_dir.glob("*.png"))  # the tuning's figures are the report's, not the tune stage's
+    # Trials never resume: an ended trial keeps its history, not its checkpoints (only the killed one has any).
+    trial_dirs = sorted((project / "runs" / "tune" / "tune_kill" / "adamw").glob("trial_*"))
+    assert len(trial_dirs) >= 4 and all((d / "config.yaml").exists() for d in trial_dirs)
+    assert {p.parent.name for p in trial_dirs[0].parent.rglob("*.pt")} <= {f"trial_{victim_trial:04d}"}
 
     cli = subprocess.run([str(Path(sys.executable).parent / "optuna"), "trials", "--study-name", "tune_kill/adamw",
                           "--storage", str(storage_path), "--storage-class", "JournalFileBackend", "-f", "json"],

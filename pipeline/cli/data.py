@@ -86,7 +86,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     prep = sub.add_parser("prepare", help="the DVC prepare stage: datasets of the selected profile",
                           description="Generate (embedded profile) or locate (real profile) the datasets, "
-                          "check and index them, and write OUT/datasets.json for the later stages.")
+                          "check them, and write OUT/datasets.json (their roots) for the later stages.")
     prep.add_argument("--params", default="params.yaml", help="params file with profile and profiles (default params.yaml)")
     prep.add_argument("--out", default="data/prepared", help="output folder (default data/prepared)")
     prep.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -17,7 +17,7 @@ import socket
 import sys
 from pathlib import Path
 
-from pipeline.sweeps.execute import BEST_VAL_R1, epoch_logger, safe_metrics
+from pipeline.sweeps.execute import BEST_VAL_R1, epoch_logger, release_run_folder, safe_metrics
 from pipeline.sweeps.tracking import KIND_TAG, STATUS_TAG, Tracker, flatten
 from pipeline.sweeps.tuning import (METRIC, Tuning, elapsed_ok, finished_count, load_tuning, make_pruner,
                                     make_sampler, open_storage, study_name, suggest, trial_budget, trial_config)
@@ -91,6 +91,8 @@ def objective(trial, tuning: Tuning, optimizer: str, spec: dict, tracker: Tracke
         tracker.set_status(run_id, "failed", error=f"{type(err).__name__}: {err}")
         tracker.log(run_id, tags={"vpr.trial_state": "failed"})
         raise
+    finally:  # a trial never resumes (a new trial gets a new number): its checkpoints are dead weight
+        release_run_folder(run_dir)
     best = safe_metrics(summary)[BEST_VAL_R1]
     tracker.log(run_id, metrics={BEST_VAL_R1: best}, tags={"vpr.trial_state": "complete"})
     tracker.set_status(run_id, "finished")
