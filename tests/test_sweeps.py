@@ -74,6 +74,10 @@ def test_sweep_runs_records_and_skips_on_rerun(embedded_root, tmp_path):
         assert [h.step for h in history] == [0, 1]
         artifacts = {a.path for a in client.list_artifacts(r.info.run_id)}
         assert {"config.yaml", "history.json", "best.pt", "predictions"} <= artifacts
+        # The trainer's per-step learning rates travel with the run's other small files.
+        run_dir = project / "runs" / r.data.tags["vpr.config_hash"]
+        assert ("lr_schedule.csv" in artifacts) == (run_dir / "lr_schedule.csv").exists()
+        assert not (run_dir / "last.pt").exists() and (run_dir / "history.json").exists()
 
     again = vpr(project, "sweep", "run")
     assert again.returncode == 0 and "0 to execute" in again.stdout

@@ -152,6 +152,10 @@ def _model_at(loc: Sequence[Any]) -> type[BaseModel] | None:
 
 
 def _describe(err: ValidationError) -> list[str]:
+    """Study-file wording of a validation error. Not `pipeline.errors.format_validation_error`:
+    study keys are dotted config paths, cell labels and `R@N` aliases, which must be quoted
+    (`grid['optimizer.lr']`, `published['gem / adamw']`) to stay unambiguous; that formatter joins
+    locations with dots and lists field names, not aliases."""
     lines = []
     for e in err.errors():
         loc = list(e["loc"])
