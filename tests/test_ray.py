@@ -122,3 +122,25 @@ def test_sweep_on_ray_survives_a_killed_node(embedded_root, tmp_path, ray_cluste
     assert steps.count(0) == 1, f"the retried run started over instead of resuming: steps {steps}"
     print(f"Ray failover: 3 runs, node {node[:8]} killed, 0 duplicates, sweep ended {finished_after:.0f} s "
           f"after the kill")
+
+
+@pytest.mark.slow
+def test_tuning_workers_run_as_ray_tasks(embedded_root, tmp_path, ray_cluster):
+    """`vpr tune run --ray`: the two workers are Ray tasks sharing one Optuna study."""
+    import optuna
+    import yaml
+    from optuna.trial import TrialState
+
+    from test_tuning import journal, tuning_file
+
+    project = make_project(tmp_path, embedded_root, ["avg"])
+    spec = tuning_file("tune_ray", budget={"trials": 3}, base={"model.aggregator.name": "avg",
+                                                               "scheduler": "none", "training.epochs": 2})
+    (project / "experiments" / "tune_ray.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    tune = vpr(project, "tune", "run", "experiments/tune_ray.yaml", "--workers", "2", "--ray", ray_cluster)
+    assert tune.returncode == 0, tune.stdout + tune.stderr
+    assert f"2 tuning worker(s) as Ray tasks on {ray_cluster}" in tune.stdout
+    study = optuna.load_study(study_name="tune_ray/adamw", storage=journal(project, "tune_ray"))
+    done = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert len(done) >= 3
+    assert (project / "reports" / "tuning" / "tune_ray" / "best_params.json").is_file()

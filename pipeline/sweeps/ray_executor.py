@@ -104,3 +104,36 @@ class RayExecutor:
         for ref in self._pending:
             self._ray.cancel(ref, force=True)
         self._pending.clear()
+
+
+def _tuning_worker_on_node(spec_path: str, index: int, project_dir: str, threads: int) -> int:
+    """Body of one Ray task: one tuning worker (`pipeline.sweeps.tune_worker`) on this node."""
+    import torch
+
+    from pipeline.sweeps import tune_worker
+
+    os.chdir(project_dir)
+    torch.set_num_threads(max(1, threads))
+    return tune_worker.main(spec_path, index)
+
+
+def run_tuning_workers_on_ray(address: str, spec_path: Path, workers: int, cpus: float | None = None,
+                              gpus: float | None = None) -> list[int]:
+    """Run `workers` tuning workers as Ray tasks sharing the tuning's Optuna storage; their exit codes.
+
+    A worker lost with its node is retried (Optuna marks its running trial failed when the study is
+    reopened, as for a killed local worker); the storage must be one every node reaches (RDB)."""
+    executor = RayExecutor(address, cpus=cpus, gpus=gpus)
+    ray = executor._ray
+    task = ray.remote(_tuning_worker_on_node).options(
+        num_cpus=executor.cpus, num_gpus=executor.gpus, max_retries=MAX_NODE_FAILURES, retry_exceptions=False)
+    refs = [task.remote(str(spec_path), i, os.getcwd(), max(1, int(executor.cpus))) for i in range(workers)]
+    print(f"{workers} tuning worker(s) as Ray tasks on {address} ({executor.cpus:g} CPU, "
+          f"{executor.gpus:g} GPU each)", flush=True)
+    codes = []
+    for ref in refs:
+        try:
+            codes.append(int(ray.get(ref)))
+        except ray.exceptions.RayError:
+            codes.append(1)
+    return codes
