@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 
 def _sweep_context(args: argparse.Namespace):
@@ -71,8 +72,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     run_p.add_argument("--jobs", type=int, default=1, help="parallel runs (spread over visible GPUs)")
     run_p.add_argument("--shard", default=None, help="I/N: run only shard I of N (split a sweep over machines)")
     run_p.add_argument("--skip-test", action="store_true", help="train only; test later with `vpr sweep evaluate`")
-    run_p.add_argument("--ray", default=None, metavar="ADDRESS",
-                       help="run every pending run as a task on this Ray cluster (head-host:6379, or auto); "
+    run_p.add_argument("--ray", default=os.environ.get("VPR_RAY_ADDRESS"), metavar="ADDRESS",
+                       help="run every pending run as a task on this Ray cluster (head-host:6379, or auto; default $VPR_RAY_ADDRESS); "
                        "a dead node's run is retried on another node (pip install -e '.[ray]')")
     run_p.add_argument("--cpus-per-run", type=float, default=None, help="with --ray: CPUs per run (default 1)")
     run_p.add_argument("--gpus-per-run", type=float, default=None,

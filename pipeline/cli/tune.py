@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 
@@ -32,8 +33,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "(the tuning's figures are written by `vpr report`).")
     tune_run.add_argument("studies", nargs="+", help="tuning files, or folders of tune_*.yaml (e.g. experiments)")
     tune_run.add_argument("--workers", type=int, default=1, help="worker processes on this machine (or Ray tasks)")
-    tune_run.add_argument("--ray", default=None, metavar="ADDRESS",
-                          help="run the workers as tasks on this Ray cluster (use an RDB --storage every node reaches)")
+    tune_run.add_argument("--ray", default=os.environ.get("VPR_RAY_ADDRESS"), metavar="ADDRESS",
+                          help="run the workers as tasks on this Ray cluster (default $VPR_RAY_ADDRESS; use an RDB --storage every node reaches)")
     tune_run.add_argument("--storage", default=None,
                           help="Optuna storage URL (e.g. postgresql://...) shared by machines; default: a "
                           "JournalStorage file optuna/<id>.journal")
