@@ -14,6 +14,7 @@ Ray is an optional dependency: `pip install -e '.[ray]'`.
 from __future__ import annotations
 
 import os
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,18 @@ LEASE_WAIT_S = 900.0   # how long a retried attempt waits for a dead attempt's c
 
 class RayUnavailable(UserError):
     """Ray is not installed, or no cluster answers at the address."""
+
+
+def _check_reachable(address: str, timeout: float = 5.0) -> None:
+    """Fail fast on a HOST:PORT nobody listens on (ray.init would retry for minutes)."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit():
+        return  # "auto", "ray://...": left to Ray
+    try:
+        socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout).close()
+    except OSError as err:
+        raise RayUnavailable(f"--ray {address}: nothing answers there ({err.strerror or err}); start the head "
+                             "with `ray start --head --port=6379` (README, Several machines)") from None
 
 
 def _run_on_node(spec_path: str, project_dir: str, threads: int) -> int:
@@ -59,6 +72,7 @@ class RayExecutor:
             import ray
         except ImportError:
             raise RayUnavailable("--ray needs Ray: pip install -e '.[ray]'") from None
+        _check_reachable(address)
         try:
             ray.init(address=address, log_to_driver=False, ignore_reinit_error=True)
         except (ConnectionError, RuntimeError, ValueError) as err:
