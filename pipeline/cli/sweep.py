@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 
 def _sweep_context(args: argparse.Namespace):
@@ -26,8 +27,13 @@ def _sweep_run(args: argparse.Namespace) -> int:
     from pipeline.sweeps.runner import check_jobs, run_sweep
 
     check_jobs(args.jobs)  # before planning: a wrong flag fails at once
+    executor = None
+    if args.ray:
+        from pipeline.sweeps.ray_executor import RayExecutor
+
+        executor = RayExecutor(args.ray, cpus=args.cpus_per_run, gpus=args.gpus_per_run)
     return run_sweep(_sweep_context(args), jobs=args.jobs, test=not args.skip_test, summary_path=args.summary,
-                     plan_path=args.record_plan)
+                     plan_path=args.record_plan, executor=executor)
 
 
 def _sweep_evaluate(args: argparse.Namespace) -> int:
@@ -66,6 +72,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     run_p.add_argument("--jobs", type=int, default=1, help="parallel runs (spread over visible GPUs)")
     run_p.add_argument("--shard", default=None, help="I/N: run only shard I of N (split a sweep over machines)")
     run_p.add_argument("--skip-test", action="store_true", help="train only; test later with `vpr sweep evaluate`")
+    run_p.add_argument("--ray", default=os.environ.get("VPR_RAY_ADDRESS"), metavar="ADDRESS",
+                       help="run every pending run as a task on this Ray cluster (head-host:6379, or auto; default $VPR_RAY_ADDRESS); "
+                       "a dead node's run is retried on another node (pip install -e '.[ray]')")
+    run_p.add_argument("--cpus-per-run", type=float, default=None, help="with --ray: CPUs per run (default 1)")
+    run_p.add_argument("--gpus-per-run", type=float, default=None,
+                       help="with --ray: GPUs per run; a fraction shares a GPU (default 1 on GPU clusters, else 0)")
     run_p.add_argument("--record-plan", default=None, metavar="PATH",
                        help="write the plan executed (hash, cells, resolved config per run) as JSON; "
                        "`vpr report` reads it (the DVC train stage writes data/sweep/plan.json)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 
@@ -13,7 +14,7 @@ def _tune_run(args: argparse.Namespace) -> int:
     for study in tuning_files(args.studies):
         try:
             run_tuning(study, workers=args.workers, storage_url=args.storage, params=args.params,
-                       prepared=args.prepared, runs_dir=args.runs_dir, out_root=args.out)
+                       prepared=args.prepared, runs_dir=args.runs_dir, out_root=args.out, ray_address=args.ray)
         except TuningWorkersFailed as err:
             print(f"vpr: error: {err}", file=sys.stderr)
             failed += 1
@@ -31,7 +32,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "processes; a rerun continues to the budget. Writes OUT/<id>/best_params.json "
                                    "(the tuning's figures are written by `vpr report`).")
     tune_run.add_argument("studies", nargs="+", help="tuning files, or folders of tune_*.yaml (e.g. experiments)")
-    tune_run.add_argument("--workers", type=int, default=1, help="worker processes on this machine")
+    tune_run.add_argument("--workers", type=int, default=1, help="worker processes on this machine (or Ray tasks)")
+    tune_run.add_argument("--ray", default=os.environ.get("VPR_RAY_ADDRESS"), metavar="ADDRESS",
+                          help="run the workers as tasks on this Ray cluster (default $VPR_RAY_ADDRESS; use an RDB --storage every node reaches)")
     tune_run.add_argument("--storage", default=None,
                           help="Optuna storage URL (e.g. postgresql://...) shared by machines; default: a "
                           "JournalStorage file optuna/<id>.journal")

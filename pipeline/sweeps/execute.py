@@ -19,6 +19,7 @@ from typing import Any, Callable, Iterator
 
 from pipeline.config import config_from_dict
 from pipeline.data.catalog import SPLITS, VALIDATION, recall_metric
+from pipeline.sweeps.lease import Lease
 from pipeline.sweeps.tracking import HASH_TAG, KIND_TAG, STATUS_TAG, Tracker, flatten, git_commit, metric_key
 
 log = logging.getLogger(__name__)
@@ -94,15 +95,18 @@ def execute_run(spec: Mapping[str, Any], progress: bool = False) -> dict[str, An
         run_id, finished = _mlflow_run(tracker, spec)
         if finished:  # another worker finished it while this one waited in the queue
             return {"run_id": run_id, "skipped": True}
-        try:
-            outcome = _train_and_test(tracker, run_id, spec, run_dir, progress)
-        except BaseException as err:  # record every failure, then let the runner see it
-            message = f"{type(err).__name__}: {err}"
-            (run_dir / "error.txt").write_text(traceback.format_exc())
-            tracker.set_status(run_id, "failed", error=message)
-            tracker.log_artifact(run_id, run_dir / "error.txt")
-            raise
-        tracker.set_status(run_id, "finished")
+        with Lease(tracker, run_id):  # the claim other machines see (LeaseHeld if alive elsewhere)
+            if spec.get("tags"):
+                tracker.log(run_id, tags=spec["tags"])
+            try:
+                outcome = _train_and_test(tracker, run_id, spec, run_dir, progress)
+            except BaseException as err:  # record every failure, then let the runner see it
+                message = f"{type(err).__name__}: {err}"
+                (run_dir / "error.txt").write_text(traceback.format_exc())
+                tracker.set_status(run_id, "failed", error=message)
+                tracker.log_artifact(run_id, run_dir / "error.txt")
+                raise
+            tracker.set_status(run_id, "finished")
         release_run_folder(run_dir)
         return {"run_id": run_id, **outcome}
 

@@ -20,7 +20,7 @@ from pipeline.errors import UserError
 from pipeline.profile import check_roots, load_profile
 from pipeline.sweeps.execute import is_locked
 from pipeline.sweeps.plan import PlannedRun, plan, plan_records, write_plan
-from pipeline.sweeps.executors import LocalExecutor, outcome_of
+from pipeline.sweeps.executors import Executor, LocalExecutor, outcome_of
 from pipeline.sweeps.study import load_studies
 from pipeline.sweeps.tracking import EXPERIMENT, STATUS_TAG, Tracker, default_tracking_uri, study_parent_runs
 
@@ -130,8 +130,11 @@ def _todo(ctx: SweepContext, tracker: Tracker, only_evaluate: bool) -> list[Plan
 
 
 def run_sweep(ctx: SweepContext, jobs: int = 1, test: bool = True, only_evaluate: bool = False,
-              summary_path: str | Path | None = None, plan_path: str | Path | None = None) -> int:
+              summary_path: str | Path | None = None, plan_path: str | Path | None = None,
+              executor: Executor | None = None) -> int:
     """Execute every planned run that is not finished (or, with only_evaluate, test finished ones).
+
+    `executor`: where runs execute (default: `jobs` local worker processes; `RayExecutor` for a cluster).
 
     `plan_path`: record the plan executed (`pipeline.sweeps.plan.write_plan`) for the report.
     """
@@ -142,9 +145,10 @@ def run_sweep(ctx: SweepContext, jobs: int = 1, test: bool = True, only_evaluate
         write_plan(ctx.planned, plan_path, ctx.profile_name)
     parents = study_parent_runs(tracker, sorted({s for p in ctx.planned for s in p.studies}))
     todo = _todo(ctx, tracker, only_evaluate)
+    executor = executor or LocalExecutor(jobs)
+    where = executor.describe() if hasattr(executor, "describe") else f"{jobs} at a time"
     print(f"{len(ctx.planned)} distinct runs, {len(todo)} to {'test' if only_evaluate else 'execute'}, "
-          f"{jobs} at a time; MLflow store {ctx.tracking_uri}", flush=True)
-    executor = LocalExecutor(jobs)
+          f"{where}; MLflow store {ctx.tracking_uri}", flush=True)
     outcomes: dict[str, str] = {}
     queue, running = list(todo), {}
     start = time.time()

@@ -61,8 +61,9 @@ def _open_studies(tuning: Tuning, storage, tracker: Tracker) -> None:
 
 def run_tuning(path: str | Path, workers: int = 1, storage_url: str | None = None,
                params: str = "params.yaml", prepared: str = "data/prepared", runs_dir: str = "runs",
-               out_root: str = "reports/tuning") -> dict[str, Any]:
-    """Run a tuning file to its budget with `workers` processes; return the best params."""
+               out_root: str = "reports/tuning", ray_address: str | None = None) -> dict[str, Any]:
+    """Run a tuning file to its budget with `workers` processes (or Ray tasks on the cluster at
+    `ray_address`); return the best params."""
     if workers < 1:
         raise TuningArgumentError(f"--workers must be >= 1, got {workers}")
     tuning = load_tuning(path)                      # every config error before any trial
@@ -78,10 +79,15 @@ def run_tuning(path: str | Path, workers: int = 1, storage_url: str | None = Non
     spec_path = Path(runs_dir) / "tune" / tuning.id / "spec.json"
     spec_path.parent.mkdir(parents=True, exist_ok=True)
     spec_path.write_text(json.dumps(spec, indent=2))
-    devices = cuda_device_count()
-    procs = [spawn_worker("pipeline.sweeps.tune_worker", [str(spec_path), str(i)], i, workers, devices)
-             for i in range(workers)]
-    codes = [p.wait() for p in procs]
+    if ray_address:
+        from pipeline.sweeps.ray_executor import run_tuning_workers_on_ray
+
+        codes = run_tuning_workers_on_ray(ray_address, spec_path, workers)
+    else:
+        devices = cuda_device_count()
+        procs = [spawn_worker("pipeline.sweeps.tune_worker", [str(spec_path), str(i)], i, workers, devices)
+                 for i in range(workers)]
+        codes = [p.wait() for p in procs]
     best = best_params(tuning, storage)
     write_json(Path(out_root) / tuning.id / "best_params.json", best)
     for opt, b in best.items():

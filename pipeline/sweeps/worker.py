@@ -27,17 +27,22 @@ from pipeline.sweeps.executors import BUSY, FINISHED
 FAILED = 1
 
 
-def run_one(spec_path: str | Path) -> int:
-    """Execute (or, for an only_evaluate spec, test) one run; its code (module docstring)."""
+def run_one(spec_path: str | Path, tags: dict[str, str] | None = None) -> int:
+    """Execute (or, for an only_evaluate spec, test) one run; its code (module docstring).
+
+    `tags` are added to the run's MLflow record (e.g. the Ray node executing it)."""
     from pipeline.sweeps.execute import RunBusy, evaluate_run, execute_run
+    from pipeline.sweeps.lease import LeaseHeld
 
     spec = json.loads(Path(spec_path).read_text())
+    if tags:
+        spec["tags"] = tags
     try:
         if spec.get("only_evaluate"):
             evaluate_run(spec)
         else:
             execute_run(spec)
-    except RunBusy as err:
+    except (RunBusy, LeaseHeld) as err:
         print(err, file=sys.stderr)
         return BUSY
     except Exception as err:  # already recorded by execute_run; the traceback goes to worker.log
