@@ -158,8 +158,13 @@ def test_two_workers_survive_a_killed_worker_and_a_rerun(embedded_root, tmp_path
     out_dir = project / "reports" / "tuning" / "tune_kill"
     best = json.loads((out_dir / "best_params.json").read_text())
     assert {"lr", "weight_decay", "val_recall@1"} <= set(best["adamw"])
+    from pipeline.reporting.figures.tuning import write_all_tuning_figures  # `vpr report` draws them
+
+    figures = project / "reports" / "figures" / "tuning"
+    write_all_tuning_figures(project / "experiments", figures, journal_root=project / "optuna")
     for name in ("optimization_history", "lr_wd", "param_importances"):
-        assert (out_dir / f"{name}.png").stat().st_size > 5000 and (out_dir / f"{name}.pdf").exists()
+        png = figures / "tune_kill" / f"{name}.png"
+        assert png.stat().st_size > 5000 and png.with_suffix(".pdf").exists()
 
     cli = subprocess.run([str(Path(sys.executable).parent / "optuna"), "trials", "--study-name", "tune_kill/adamw",
                           "--storage", str(storage_path), "--storage-class", "JournalFileBackend", "-f", "json"],

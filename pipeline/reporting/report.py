@@ -23,9 +23,16 @@ log = logging.getLogger(__name__)
 
 def write_report(out: str | Path = "reports", params: str = "params.yaml", prepared: str = "data/prepared",
                  experiments: str = "experiments", tracking_uri: str | None = None,
-                 tuning_dir: str | Path | None = None) -> dict[str, Any]:
-    """Write the whole report; returns the headline metrics (also in metrics.json)."""
+                 tuning_dir: str | Path | None = None, tuning_storage: str | None = None,
+                 journal_root: str | Path = "optuna") -> dict[str, Any]:
+    """Write the whole report; returns the headline metrics (also in metrics.json).
+
+    `tuning_dir` holds the tune stage's best_params.json (default <out>/tuning); the tuning
+    figures are drawn from each tuning's Optuna storage (`tuning_storage`, default the journal
+    `<journal_root>/<id>.journal`) into <out>/figures/tuning/<id>/.
+    """
     from pipeline.reporting.figures import training_places_sample, write_figures
+    from pipeline.reporting.figures.tuning import write_all_tuning_figures
     from pipeline.reporting.tables import markdown_section, write_tables
 
     out = Path(out)
@@ -52,12 +59,10 @@ def write_report(out: str | Path = "reports", params: str = "params.yaml", prepa
         sections += ["## Training places (sample)", ""]
         sections += [f"![{p.stem}]({p.relative_to(out).as_posix()})" for p in sample if p.suffix == ".png"]
         sections.append("")
-    tuned = sorted(tuning_dir.glob("*/*.png")) if tuning_dir.is_dir() else []
+    tuned = write_all_tuning_figures(experiments, out / "figures" / "tuning", tuning_storage, journal_root)
     if tuned:
         sections += ["## Tuning (Optuna)", ""]
-        for png in tuned:
-            rel = Path("tuning") / png.relative_to(tuning_dir) if tuning_dir == out / "tuning" else png.resolve()
-            sections.append(f"![{png.parent.name} {png.stem}]({Path(rel).as_posix()})")
+        sections += [f"![{p.parent.name} {p.stem}]({p.relative_to(out).as_posix()})" for p in tuned if p.suffix == ".png"]
         sections.append("")
     (out / "README.md").write_text("\n".join(sections))
     metrics["missing_cells"] = missing

@@ -9,9 +9,13 @@ from typing import Any
 
 import pandas as pd
 
+from pipeline.data.catalog import EVAL_SPLITS, VALIDATION, recall_metric
 from pipeline.sweeps.tracking import STATUS_TAG, Tracker
 
-CURVE_METRICS = ("train_loss", "lr", "val_recall_at_1", "val_recall_at_5", "val_recall_at_10")
+RECALL_AT = (1, 5, 10)
+CURVE_METRICS = ("train_loss", "lr", *(recall_metric(VALIDATION.key, n, per_epoch=True) for n in RECALL_AT))
+# Headline numbers for `dvc metrics show`: each split's best Recall@1 over the finished runs.
+HEADLINE_METRICS = tuple(recall_metric(s.key, 1) for s in EVAL_SPLITS)
 
 
 def runs_frame(tracker: Tracker) -> pd.DataFrame:
@@ -53,7 +57,7 @@ def write_runs_report(out: str | Path, tracking_uri: str | None = None) -> dict[
     finished = runs[runs["status"] == "finished"] if len(runs) else runs
     metrics: dict[str, Any] = {"runs": int(len(runs)), "finished": int(len(finished)),
                                "failed": int((runs["status"] == "failed").sum()) if len(runs) else 0}
-    for key in ("best_val_recall_at_1", "test_sf_xs_test_recall_at_1", "test_tokyo_xs_recall_at_1"):
+    for key in HEADLINE_METRICS:
         if len(finished) and key in finished:
             metrics[f"max_{key}"] = float(finished[key].max())
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))

@@ -109,6 +109,7 @@ class _StudyModel(_Strict):
     variants: list[_VariantModel] = Field(default_factory=list)
     published: dict[str, _PublishedCell] = Field(default_factory=dict)
     baseline: str | None = None  # a cell label: the report adds "<cell> Δ <baseline>" rows
+    qualitative: list[str] = Field(default_factory=list)  # cells the qualitative figure shows
 
     @field_validator("paper", mode="before")
     @classmethod
@@ -214,6 +215,7 @@ class Study:
     variants: tuple[Variant, ...]
     published: dict[str, dict[str, Any]]
     baseline: str | None = None
+    qualitative: tuple[str, ...] = ()
 
     @property
     def labels(self) -> list[str]:
@@ -451,6 +453,7 @@ def load_study(path: str | Path) -> Study:
         variants=tuple(Variant(v.label, v.set_) for v in m.variants),
         published={label: cell.model_dump(by_alias=True, exclude_none=True) for label, cell in m.published.items()},
         baseline=m.baseline,
+        qualitative=tuple(m.qualitative),
     )
     problems = _check(study)
     if problems:

@@ -78,9 +78,6 @@ def run_tuning(path: str | Path, workers: int = 1, storage_url: str | None = Non
     best = best_params(tuning, storage)
     out = Path(out_root) / tuning.id
     write_json(out / "best_params.json", best)
-    from pipeline.reporting.tuning_figures import write_tuning_figures
-
-    write_tuning_figures(tuning, storage, out)
     for opt, b in best.items():
         print(f"{study_name(tuning, opt)}: best {METRIC} {b[METRIC]:.2f} with "
               + ", ".join(f"{k}={v:.3g}" for k, v in b.items() if k in tuning.optimizers[opt])
