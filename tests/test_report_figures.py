@@ -250,3 +250,17 @@ def test_write_figures_qualitative_for_listed_study(studies, tokyo_predictions, 
     files = figures.write_figures(study, cells, tmp_path, roots)
     assert [f.name for f in files] == ["s003_table2_poolings_qualitative.png", "s003_table2_poolings_qualitative.pdf"]
     assert figures.write_figures(study, cells, tmp_path / "no_roots") == []  # no roots: no images to show
+
+
+def test_seed004_fig4_draws_methods_a_to_d(studies, tokyo_predictions, embedded_root, tmp_path):
+    study = studies["s004_fig4_qualitative"]   # A, B: Table VII CosPlace; C: ConvAP MS/MS; D: GeM baseline
+    assert [label[0] for label in study.qualitative] == ["A", "B", "C", "D"]
+    folders = list(tokyo_predictions.values())
+    cells = [make_cell(label, predictions={"tokyo_xs": folders[i % len(folders)]}, study=study.id)
+             for i, label in enumerate(study.labels)]
+    methods, _ = figures.qualitative.methods_of(cells)
+    assert list(methods) == list(study.qualitative)
+    roots = {"tokyo_xs": embedded_root / "tokyo_xs" / "test"}
+    files = figures.write_figures(study, cells, tmp_path, roots)
+    assert [f.name for f in files] == ["s004_fig4_qualitative_qualitative.png", "s004_fig4_qualitative_qualitative.pdf"]
+    assert_images(files, min_png_bytes=30_000)

@@ -34,6 +34,7 @@ def write_report(out: str | Path = "reports", params: str = "params.yaml", prepa
     from pipeline.reporting.figures import training_places_sample, write_figures
     from pipeline.reporting.figures.tuning import write_all_tuning_figures
     from pipeline.reporting.tables import markdown_section, write_tables
+    from pipeline.reporting.tables.datasets import write_dataset_tables
 
     out = Path(out)
     metrics = write_runs_report(out, tracking_uri)
@@ -54,6 +55,7 @@ def write_report(out: str | Path = "reports", params: str = "params.yaml", prepa
         sections += [markdown_section(study, cells), ""]
         sections += [f"![{p.stem}]({p.relative_to(out).as_posix()})" for p in figures if p.suffix == ".png"]
         sections.append("")
+    sections += write_dataset_tables(Path(experiments) / "datasets", roots, out / "tables")
     if roots.get("train"):
         sample = training_places_sample(Path(roots["train"]), out / "figures")
         sections += ["## Training places (sample)", ""]

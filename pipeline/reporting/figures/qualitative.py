@@ -79,7 +79,7 @@ def _split_root(dataset_root: str | Path | Mapping[str, str | Path], dataset: st
     return Path(dataset_root)
 
 
-def _methods(cells: Sequence[CellResult]) -> tuple[dict[str, CellResult], dict[int, str]]:
+def methods_of(cells: Sequence[CellResult]) -> tuple[dict[str, CellResult], dict[int, str]]:
     """One cell per label (its first finished seed with predictions), and why the others are unused."""
     reasons: dict[int, str] = {}
     methods: dict[str, CellResult] = {}
@@ -147,7 +147,7 @@ def qualitative_retrievals(cells: Sequence[CellResult], dataset_root: str | Path
     """
     from pipeline.evaluation.results import EvaluationResult
 
-    methods, reasons = _methods(cells)
+    methods, reasons = methods_of(cells)
     if not methods:
         return []
     available = set.intersection(*(set(c.predictions) for c in methods.values()))
