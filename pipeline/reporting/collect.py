@@ -18,12 +18,17 @@ import numpy as np
 import yaml
 
 from pipeline.data.catalog import EVAL_SPLITS, VALIDATION, recall_metric
+from pipeline.errors import UserError
 from pipeline.sweeps.study import Cell, Study, expand_study
 from pipeline.sweeps.tracking import STATUS_TAG, Tracker
 
 log = logging.getLogger(__name__)
 
 LR_FILE = "lr_schedule.csv"   # written by the trainer, logged by the sweep (step,epoch,lr)
+
+
+class PlanFileError(UserError):
+    """The recorded plan cannot be read; the message names the file and what to do."""
 
 
 @dataclass
@@ -44,15 +49,32 @@ class CellResult:
     lr_schedule: Path | None = None       # the run's recorded lr_schedule.csv, if it has one
 
 
+@dataclass(frozen=True)
+class PlanCell:
+    """One study cell at one seed and the config hash of the run that serves it."""
+
+    study: str
+    label: str
+    seed: int
+    config_hash: str
+
+
 def collect(studies: list[Study], tracker: Tracker, profile: Mapping[str, Any] | None,
             roots: Mapping[str, str] | None, cache_dir: str | Path = "data/report_cache",
-            tuned_dir: str | Path | None = "reports/tuning") -> dict[str, list[CellResult]]:
-    """{study id: [CellResult per cell and seed]} for every study, in the study's cell order."""
+            tuned_dir: str | Path | None = "reports/tuning",
+            plan_path: str | Path | None = None) -> dict[str, list[CellResult]]:
+    """{study id: [CellResult per cell and seed]} for every study, in the study's cell order.
+
+    The cells come from the plan the train stage recorded (`plan_path`, when the file exists);
+    a study that plan does not hold, or every study without one, is planned again here.
+    """
     by_hash = tracker.runs_by_hash()
     cache = Path(cache_dir)
+    recorded = recorded_plan_cells(plan_path) if plan_path and Path(plan_path).is_file() else {}
     out: dict[str, list[CellResult]] = {}
     for study in studies:
-        cells = planned_cells(study, profile, roots, tuned_dir)
+        cells = _in_study_order(study, recorded[study.id]) if study.id in recorded else \
+            planned_cells(study, profile, roots, tuned_dir)
         if cells is None:
             out[study.id] = [CellResult(study.id, label, seed, "", "missing")
                              for label in study.labels for seed in study.seeds]
@@ -62,14 +84,33 @@ def collect(studies: list[Study], tracker: Tracker, profile: Mapping[str, Any] |
     return out
 
 
+def recorded_plan_cells(path: str | Path) -> dict[str, list[PlanCell]]:
+    """{study id: its cells} from the plan the train stage recorded (`data/sweep/plan.json`,
+    version 1: {"runs": [{"config_hash", "config", "cells": [{"study", "label", "seed"}]}]})."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+        runs = data["runs"] if data.get("version") == 1 else None
+    except (json.JSONDecodeError, AttributeError, KeyError):
+        runs = None
+    if runs is None:
+        raise PlanFileError(f"{path}: not a version-1 recorded plan; rerun the train stage (dvc repro)")
+    out: dict[str, list[PlanCell]] = {}
+    for run in runs:
+        for c in run["cells"]:
+            out.setdefault(c["study"], []).append(PlanCell(c["study"], c["label"], int(c["seed"]), run["config_hash"]))
+    return out
+
+
+def _in_study_order(study: Study, cells: list[PlanCell]) -> list[PlanCell]:
+    order = {label: i for i, label in enumerate(study.labels)}
+    return sorted(cells, key=lambda c: (order.get(c.label, len(order)), c.seed))
+
+
 def planned_cells(study: Study, profile: Mapping[str, Any] | None, roots: Mapping[str, str] | None,
                   tuned_dir: str | Path | None) -> list[Cell] | None:
-    """The study's cells with their config hashes, as the train stage planned them; None when they
-    cannot be planned (e.g. tuned values not produced yet: the report shows them as missing).
-
-    The one place the report learns the plan: today it re-expands the study exactly as the
-    planner does; switch this to the plan the train stage records once that file exists.
-    """
+    """The study's cells with their config hashes, planned as the train stage plans them; None when
+    they cannot be planned (e.g. tuned values not produced yet: the report shows them as missing)."""
     try:
         return expand_study(study, profile, roots, tuned_dir)
     except ValueError as err:   # ConfigError and friends (also a UserError) derive from ValueError
