@@ -4,9 +4,9 @@ Fig. 3), with the paper's printed per-epoch numbers as hollow markers."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -42,6 +42,37 @@ def _per_epoch_series(cells: Sequence[CellResult], ns: Sequence[int]
     return series, reasons
 
 
+def _draw_panel(ax: Any, n: int, order: Sequence[str], series: Mapping[str, list[dict[int, dict[int, float]]]],
+                styles: Mapping[str, Any], published: Mapping[str, Any]) -> tuple[bool, bool]:
+    """Recall@n per epoch of each label (mean over seeds, a ±1 std band with several) and the
+    paper's printed values; returns whether paper values and bands were drawn."""
+    drew_paper = drew_band = False
+    for label in order:
+        style = styles[label]
+        runs = series[label]
+        epochs = sorted({e for run in runs for e in run[n]})
+        if not epochs:
+            continue
+        values = np.array([[run[n].get(e, np.nan) for e in epochs] for run in runs])
+        mean = np.nanmean(values, axis=0)
+        seeds = len(runs)
+        text = label if seeds == 1 else f"{label} (mean of {seeds} seeds)"
+        ax.plot(epochs, mean, color=style.color, ls=style.linestyle, marker=style.marker,
+                ms=4, lw=1.6, label=text)
+        if seeds > 1:
+            counts = np.sum(~np.isnan(values), axis=0)
+            std = np.where(counts > 1, np.nanstd(values, axis=0, ddof=min(1, seeds - 1)), 0.0)
+            ax.fill_between(epochs, mean - std, mean + std, color=style.color, alpha=0.18, lw=0)
+            drew_band = True
+        paper = published.get(label, {}).get("per_epoch") or {}
+        points = sorted((int(e), m[f"R@{n}"]) for e, m in paper.items() if m.get(f"R@{n}") is not None)
+        if points:
+            ax.plot(*zip(*points), color=style.color, ls=":", lw=1.0, marker=style.marker,
+                    mfc="none", ms=5)
+            drew_paper = True
+    return drew_paper, drew_band
+
+
 def recall_curves(study: Study, cells: Sequence[CellResult], out_dir: str | Path, *,
                   ns: Sequence[int] = (1, 5), show_published: bool = True,
                   name: str | None = None) -> list[Path]:
@@ -64,29 +95,8 @@ def recall_curves(study: Study, cells: Sequence[CellResult], out_dir: str | Path
     published = study.published if show_published else {}
     drew_paper = drew_band = False
     for ax, n in zip(axes, ns):
-        for label in order:
-            style = styles[label]
-            runs = series[label]
-            epochs = sorted({e for run in runs for e in run[n]})
-            if not epochs:
-                continue
-            values = np.array([[run[n].get(e, np.nan) for e in epochs] for run in runs])
-            mean = np.nanmean(values, axis=0)
-            seeds = len(runs)
-            text = label if seeds == 1 else f"{label} (mean of {seeds} seeds)"
-            ax.plot(epochs, mean, color=style.color, ls=style.linestyle, marker=style.marker,
-                    ms=4, lw=1.6, label=text)
-            if seeds > 1:
-                counts = np.sum(~np.isnan(values), axis=0)
-                std = np.where(counts > 1, np.nanstd(values, axis=0, ddof=min(1, seeds - 1)), 0.0)
-                ax.fill_between(epochs, mean - std, mean + std, color=style.color, alpha=0.18, lw=0)
-                drew_band = True
-            paper = published.get(label, {}).get("per_epoch") or {}
-            points = sorted((int(e), m[f"R@{n}"]) for e, m in paper.items() if m.get(f"R@{n}") is not None)
-            if points:
-                ax.plot(*zip(*points), color=style.color, ls=":", lw=1.0, marker=style.marker,
-                        mfc="none", ms=5)
-                drew_paper = True
+        paper, band = _draw_panel(ax, n, order, series, styles, published)
+        drew_paper, drew_band = drew_paper or paper, drew_band or band
         ax.set_title(f"Recall@{n}")
         ax.set_xlabel("epoch (0 = first)")
         ax.set_ylabel(f"{VALIDATION.title} Recall@{n} (%)")
