@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from pipeline.data.datasets import EvalDataset, TrainPlacesDataset
+from pipeline.data.datasets import EvalDataset
 from pipeline.evaluation import EvaluationResult, evaluate
 from pipeline.models import build_model
 from pipeline.reporting import figures
@@ -35,8 +35,8 @@ def synthetic_history(epochs: int, start: float, gain: float, lr: float = 1e-4) 
     out = []
     for e in range(epochs):
         r1 = start + gain * (1 - math.exp(-0.4 * (e + 1)))
-        out.append({"epoch": e, "train_loss": 1.0 / (e + 1), "lr": lr, "val_recall@1": r1,
-                    "val_recall@5": min(100.0, r1 + 15), "val_recall@10": min(100.0, r1 + 22)})
+        out.append({"epoch": e, "train_loss": 1.0 / (e + 1), "lr": lr, "val_recall_at_1": r1,
+                    "val_recall_at_5": min(100.0, r1 + 15), "val_recall_at_10": min(100.0, r1 + 22)})
     return out
 
 
@@ -112,92 +112,82 @@ def test_label_styles_colour_the_main_variant():
 # --------------------------------------------------------------------------- LR schedules
 
 
-ADAM = {"name": "adam", "lr": 2e-4}
+def write_lr_csv(path: Path, lrs_per_epoch: list[list[float]]) -> Path:
+    """An lr_schedule.csv as the trainer writes it: step,epoch,lr, one row per optimizer step."""
+    rows = ["step,epoch,lr"]
+    step = 0
+    for epoch, lrs in enumerate(lrs_per_epoch):
+        for lr in lrs:
+            rows.append(f"{step},{epoch},{lr!r}")
+            step += 1
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(rows) + "\n")
+    return path
 
 
-def config(scheduler: dict, epochs: int = 15, optimizer: dict = ADAM) -> dict:
-    """A partial run config; the recipe fills the rest. Warmup off unless given (the recipe's
-    multistep has 600 steps, which a layer keeping the name would inherit)."""
-    scheduler = {"warmup_steps": 0, **scheduler}
-    return {"optimizer": optimizer, "scheduler": scheduler, "training": {"epochs": epochs}}
+def triangle(epochs: int, spe: int) -> list[list[float]]:
+    """Seed 003's CyclicLR stepped per epoch: 1e-3, 0.1, 1e-3, 0.05, ... (triangular2)."""
+    peaks = [1e-3 if e % 2 == 0 else 1e-3 + (0.1 - 1e-3) / 2 ** (e // 2) for e in range(epochs)]
+    return [[p] * spe for p in peaks]
 
 
-def test_lr_schedule_multistep_matches_formula():
-    sched = figures.lr_schedule(config({"name": "multistep", "milestones": [5, 10, 15], "gamma": 0.3}), 7)
-    assert sched.steps_per_epoch == 7 and len(sched.lr) == 15 * 7 and sched.steps_source == "given"
-    for epoch in (0, 4, 5, 9, 10, 14):
-        expected = 2e-4 * 0.3 ** sum(epoch >= m for m in (5, 10, 15))
-        for batch in (0, 6):  # constant within an epoch
-            assert sched.at(epoch, batch) == pytest.approx(expected, rel=1e-9)
-    assert sched.epoch[7 * 3 + 2] == pytest.approx(3 + 2 / 7)
+def test_read_lr_schedule_places_steps_within_epochs(tmp_path):
+    path = write_lr_csv(tmp_path / "lr_schedule.csv", [[1e-4, 2e-4, 3e-4, 4e-4], [4e-4] * 4, [1.2e-4] * 4])
+    sched = figures.read_lr_schedule(path)
+    assert sched.epochs == 3 and len(sched.lr) == 12
+    assert sched.x[1] == pytest.approx(0.25) and sched.x[4] == pytest.approx(1.0) and sched.x[11] == pytest.approx(2.75)
+    assert sched.lr[2] == pytest.approx(3e-4) and sched.lr[-1] == pytest.approx(1.2e-4)
 
 
-def test_lr_schedule_cosine_matches_formula():
-    sched = figures.lr_schedule(config({"name": "cosine", "T_max": 5, "eta_min": 1e-6}), 4)
-    for epoch in range(15):  # torch's closed form, periodic past T_max
-        expected = 1e-6 + (2e-4 - 1e-6) * (1 + math.cos(math.pi * epoch / 5)) / 2
-        assert sched.at(epoch, 3) == pytest.approx(expected, rel=1e-6)
+@pytest.mark.parametrize("text, what", [("step,lr\n0,0.1\n", "header"), ("step,epoch,lr\n0,0,fast\n", "fast"),
+                                        ("step,epoch,lr\n", "no optimizer step")])
+def test_read_lr_schedule_names_a_bad_file(tmp_path, text, what):
+    from pipeline.errors import UserError
+
+    path = tmp_path / "lr_schedule.csv"
+    path.write_text(text)
+    with pytest.raises(UserError, match=what) as err:
+        figures.read_lr_schedule(path)
+    assert str(path) in str(err.value)
 
 
-def test_lr_schedule_cyclic_triangular2_matches_formula():
-    spe = 10
-    sched = figures.lr_schedule(config({"name": "cyclic", "mode": "triangular2", "base_lr": 1e-3,
-                                        "max_lr": 0.1, "step_size_up_epochs": 1}), spe)
-    step = spe  # half-cycle of one epoch
-    for k in (0, 3, 10, 15, 20, 27, 40, 55, 99, 149):
-        cycle = math.floor(1 + k / (2 * step))
-        x = abs(k / step - 2 * cycle + 1)
-        expected = 1e-3 + (0.1 - 1e-3) * max(0.0, 1 - x) / 2 ** (cycle - 1)
-        assert sched.lr[k] == pytest.approx(expected, rel=1e-9), k
-
-
-def test_lr_schedule_warmup_and_plateau():
-    warm = figures.lr_schedule(config({"name": "multistep", "milestones": [5], "warmup_steps": 20}), 10)
-    for k in (0, 9, 19):
-        assert warm.lr[k] == pytest.approx(2e-4 * (k + 1) / 20)
-    assert warm.lr[20] == pytest.approx(2e-4) and warm.at(5) == pytest.approx(2e-4 * 0.3)
-    # A flat loss: ReduceLROnPlateau cuts after patience + 1 epochs without improvement.
-    flat = figures.lr_schedule(config({"name": "plateau", "patience": 2, "factor": 0.1}, epochs=8), 3)
-    assert [round(flat.at(e) / 2e-4, 6) for e in range(8)] == [1, 1, 1, 1, 0.1, 0.1, 0.1, 0.01]
-    # A run's own history drives it instead: a loss that keeps falling never triggers it.
-    falling = [{"train_loss": 1.0 / (e + 1)} for e in range(8)]
-    kept = figures.lr_schedule(config({"name": "plateau", "patience": 2, "factor": 0.1}, epochs=8), 3,
-                               metrics=falling)
-    assert np.allclose(kept.lr, 2e-4)
-
-
-def test_lr_schedule_steps_per_epoch_from_config_and_data(embedded_root):
-    cfg = config({"name": "none"}, epochs=2)
-    cfg["training"]["batches_per_epoch"] = 6
-    assert figures.lr_schedule(cfg).steps_per_epoch == 6
-    train = embedded_root / "gsv_xs"
-    cfg = config({"name": "none"}, epochs=2)
-    cfg["data"] = {"train_root": str(train)}
-    cfg["training"]["places_per_batch"] = 16
-    sched = figures.lr_schedule(cfg)
-    assert sched.steps_per_epoch == len(TrainPlacesDataset(train, 4, 4, image_size=(1, 1))) // 16
-    cfg["data"] = {"train_root": "/nonexistent/gsv_xs"}
-    assert figures.lr_schedule(cfg).steps_source == "assumed"
-
-
-def test_lr_schedules_one_line_per_schedule(studies, tmp_path, monkeypatch):
+def test_lr_schedules_one_line_per_recorded_schedule(studies, tmp_path):
     study = studies["s003_table4_schedulers"]
+    schedules = {"multistep": [[2e-4] * 5 + [6e-5] * 5] + [[6e-5] * 10] * 5,
+                 "plateau": [[2e-4] * 10] * 4 + [[2e-5] * 10] * 2,
+                 "cosine": [[1e-6 + (2e-4 - 1e-6) * (1 + math.cos(math.pi * e / 6)) / 2] * 10 for e in range(6)],
+                 "cyclic": triangle(6, 10)}
     cells = []
-    for cell in expand_study(study):
-        cfg = cell.config.to_dict()
-        sched = figures.lr_schedule(cfg, 20)
-        # The LR of each epoch's last batch (the trainer records the LR after it, before
-        # step_epoch: the same value for per-epoch schedulers, one step later for cyclic).
-        history = [{"epoch": e, "lr": float(sched.lr[(e + 1) * 20 - 1])} for e in range(cfg["training"]["epochs"])]
-        cells.append(make_cell(cell.label, config=cfg, history=history, study=study.id))
-    cells[-1] = make_cell(cells[-1].label, "failed", study=study.id)  # no config: skipped
-    calls = []
-    real = figures.lr_schedule
-    monkeypatch.setattr(figures, "lr_schedule", lambda *a, **k: calls.append(a) or real(*a, **k))
-    files = figures.lr_schedules(cells, tmp_path, steps_per_epoch=20)
+    for c in expand_study(study):
+        cfg = c.config.to_dict()
+        csv = write_lr_csv(tmp_path / "runs" / c.label / "lr_schedule.csv", schedules[cfg["scheduler"]["name"]])
+        cells.append(make_cell(c.label, config=cfg, study=study.id))
+        cells[-1].lr_schedule = csv
+    cells[0].lr_schedule = None                       # finished without the file: a note, not a crash
+    cells[-1] = make_cell(cells[-1].label, "failed", study=study.id)
+    groups, reasons = figures.lr.recorded_schedules(cells)
+    assert len(groups) == 4                           # GeM and MixVPR share each recorded trajectory
+    assert "LR not recorded" in reasons[id(cells[0])] and reasons[id(cells[-1])] == "failed"
+    files = figures.lr_schedules(cells, tmp_path / "out")
     assert [f.name for f in files] == ["lr_schedules.png", "lr_schedules.pdf"]
-    assert len(calls) == 4  # GeM and MixVPR share each of the four schedules
     assert_images(files)
+
+
+def test_lr_schedules_without_any_recording(tmp_path):
+    cells = [make_cell("a", config={"scheduler": {"name": "cosine"}}), make_cell("b", "failed")]
+    files = figures.lr_schedules(cells, tmp_path)     # a figure whose note says what is missing
+    assert_images(files, min_png_bytes=5_000)
+    assert figures.lr_schedules([make_cell("b", "failed")], tmp_path / "none") == []
+
+
+def test_old_history_keys_are_read(tmp_path, studies):
+    from pipeline.reporting.collect import normalize_history
+
+    old = [{"epoch": e, "val_recall@1": 10.0 + e, "val_recall@5": 20.0 + e} for e in range(3)]
+    assert normalize_history(old)[2] == {"epoch": 2, "val_recall_at_1": 12.0, "val_recall_at_5": 22.0}
+    study = studies["s000_table1_losses"]
+    cells = [make_cell(study.labels[0], history=normalize_history(old))]
+    assert len(figures.recall_curves(study, cells, tmp_path)) == 2
 
 
 # --------------------------------------------------------------------------- qualitative
@@ -252,7 +242,7 @@ def test_write_figures_per_study(studies, tmp_path):
 
 def test_write_figures_qualitative_for_listed_study(studies, tokyo_predictions, embedded_root, tmp_path):
     study = studies["s003_table2_poolings"]  # seed 003 Fig. 4: the Table 2 models
-    assert study.id in figures.QUALITATIVE
+    assert list(study.qualitative) == study.labels
     folders = list(tokyo_predictions.values())
     cells = [make_cell(label, predictions={"tokyo_xs": folders[i]}, study=study.id)
              for i, label in enumerate(study.labels)]
@@ -261,3 +251,17 @@ def test_write_figures_qualitative_for_listed_study(studies, tokyo_predictions, 
     files = figures.write_figures(study, cells, tmp_path, roots)
     assert [f.name for f in files] == ["s003_table2_poolings_qualitative.png", "s003_table2_poolings_qualitative.pdf"]
     assert figures.write_figures(study, cells, tmp_path / "no_roots") == []  # no roots: no images to show
+
+
+def test_seed004_fig4_draws_methods_a_to_d(studies, tokyo_predictions, embedded_root, tmp_path):
+    study = studies["s004_fig4_qualitative"]   # A, B: Table VII CosPlace; C: ConvAP MS/MS; D: GeM baseline
+    assert [label[0] for label in study.qualitative] == ["A", "B", "C", "D"]
+    folders = list(tokyo_predictions.values())
+    cells = [make_cell(label, predictions={"tokyo_xs": folders[i % len(folders)]}, study=study.id)
+             for i, label in enumerate(study.labels)]
+    methods, _ = figures.qualitative.methods_of(cells)
+    assert list(methods) == list(study.qualitative)
+    roots = {"tokyo_xs": embedded_root / "tokyo_xs" / "test"}
+    files = figures.write_figures(study, cells, tmp_path, roots)
+    assert [f.name for f in files] == ["s004_fig4_qualitative_qualitative.png", "s004_fig4_qualitative_qualitative.pdf"]
+    assert_images(files, min_png_bytes=30_000)

@@ -67,8 +67,8 @@ def synthetic_cells(study: Study, seed: int = 0, seeds: tuple[int, ...] | None =
                 final[d] = {1: base["R@1"] + jitter, 5: base["R@5"] + jitter}
             per_epoch = pub.get("per_epoch") or {e: {"R@1": 20 + 3 * e + i, "R@5": 35 + 3 * e + i} for e in range(4)}
             history = [{"epoch": int(e), "train_loss": 1.0 / (int(e) + 1), "lr": 1e-4,
-                        "val_recall@1": m["R@1"] + jitter, "val_recall@5": m["R@5"] + jitter,
-                        "val_recall@10": m["R@5"] + 5} for e, m in sorted(per_epoch.items())]
+                        "val_recall_at_1": m["R@1"] + jitter, "val_recall_at_5": m["R@5"] + jitter,
+                        "val_recall_at_10": m["R@5"] + 5} for e, m in sorted(per_epoch.items())]
             hits = {d: _hits_for(final[d], q, rng) for d, q in QUERIES.items()} if with_hits else {}
             out.append(CellResult(study.id, label, s, f"h{i}", "finished", config=configs.get((label, s)),
                                   final=final, history=history, hits=hits, ns=list(NS) if with_hits else []))

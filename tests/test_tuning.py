@@ -163,6 +163,13 @@ def test_two_workers_survive_a_killed_worker_and_a_rerun(embedded_root, tmp_path
     trial_dirs = sorted((project / "runs" / "tune" / "tune_kill" / "adamw").glob("trial_*"))
     assert len(trial_dirs) >= 4 and all((d / "config.yaml").exists() for d in trial_dirs)
     assert {p.parent.name for p in trial_dirs[0].parent.rglob("*.pt")} <= {f"trial_{victim_trial:04d}"}
+    from pipeline.reporting.figures.tuning import write_all_tuning_figures  # `vpr report` draws them
+
+    figures = project / "reports" / "figures" / "tuning"
+    write_all_tuning_figures(project / "experiments", figures, journal_root=project / "optuna")
+    for name in ("optimization_history", "lr_wd", "param_importances"):
+        png = figures / "tune_kill" / f"{name}.png"
+        assert png.stat().st_size > 5000 and png.with_suffix(".pdf").exists()
 
     cli = subprocess.run([str(Path(sys.executable).parent / "optuna"), "trials", "--study-name", "tune_kill/adamw",
                           "--storage", str(storage_path), "--storage-class", "JournalFileBackend", "-f", "json"],

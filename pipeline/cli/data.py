@@ -39,6 +39,25 @@ def _data_index(args: argparse.Namespace) -> int:
     return 0
 
 
+def _data_stats(args: argparse.Namespace) -> int:
+    from pipeline.data.stats import dataset_stats, format_table
+
+    stats = dataset_stats(args.roots, radius=args.radius)
+    print(json.dumps([s.to_dict() for s in stats], indent=2) if args.json else format_table(stats))
+    return 0
+
+
+def _register_stats(data_sub: argparse._SubParsersAction) -> None:
+    stats = data_sub.add_parser("stats", help="count images, places, cities, queries per split (seed 004 Table I)",
+                                description="Per split under each ROOT: images, places and cities (training "
+                                "sets); queries, database images and queries without a positive within "
+                                "--radius metres (evaluation splits).")
+    stats.add_argument("roots", nargs="+", help="dataset roots (a split, a dataset or a folder of datasets)")
+    stats.add_argument("--radius", type=float, default=25.0, help="positive radius in metres (default 25)")
+    stats.add_argument("--json", action="store_true", help="print JSON (one object per split) instead of a table")
+    stats.set_defaults(func=_data_stats)
+
+
 def _prepare(args: argparse.Namespace) -> int:
     from pipeline.prepare import prepare
 
@@ -83,6 +102,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     index.add_argument("--out", default=None, help="output folder (default ROOT/.vpr-index)")
     index.add_argument("--radius", type=float, default=25.0, help="positive radius in metres (default 25)")
     index.set_defaults(func=_data_index)
+    _register_stats(data_sub)
 
     prep = sub.add_parser("prepare", help="the DVC prepare stage: datasets of the selected profile",
                           description="Generate (embedded profile) or locate (real profile) the datasets, "

@@ -10,7 +10,8 @@ import sys
 def _report(args: argparse.Namespace) -> int:
     from pipeline.reporting.report import write_report
 
-    metrics = write_report(args.out, params=args.params, prepared=args.prepared, experiments=args.experiments)
+    metrics = write_report(args.out, params=args.params, prepared=args.prepared, experiments=args.experiments,
+                           tuning_storage=args.tuning_storage, plan=args.plan)
     print(json.dumps(metrics, indent=2))
     return 0
 
@@ -36,6 +37,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     report.add_argument("--params", default="params.yaml", help="params file selecting the profile")
     report.add_argument("--prepared", default="data/prepared", help="output of the prepare stage (dataset roots)")
     report.add_argument("--experiments", default="experiments", help="folder of study files")
+    report.add_argument("--tuning-storage", default=None,
+                        help="Optuna storage URL of the tunings (as given to `vpr tune run --storage`); default: "
+                        "each tuning's journal optuna/<id>.journal. Tuning figures go to OUT/figures/tuning/<id>/")
+    report.add_argument("--plan", default="data/sweep/plan.json",
+                        help="the plan the train stage recorded (cells and config hashes); without the file the "
+                        "studies are planned again from experiments/ and params.yaml")
     report.set_defaults(func=_report)
 
     ui = sub.add_parser("ui", help="open the MLflow UI on this project's store",

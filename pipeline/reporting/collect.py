@@ -12,19 +12,24 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import yaml
 
-from pipeline.sweeps.plan import expand_study
+from pipeline.data.catalog import EVAL_SPLITS, VALIDATION, recall_metric
+from pipeline.errors import UserError
+from pipeline.sweeps.plan import Cell, expand_study
 from pipeline.sweeps.study import Study
-from pipeline.sweeps.tracking import STATUS_TAG, Tracker, metric_key
+from pipeline.sweeps.tracking import STATUS_TAG, Tracker
 
 log = logging.getLogger(__name__)
 
-# Report dataset name -> (test-set name in run configs / artifact folder under predictions/).
-DATASETS = {"sf_xs_val": "val", "sf_xs_test": "sf_xs_test", "tokyo_xs": "tokyo_xs"}
+LR_FILE = "lr_schedule.csv"   # written by the trainer, logged by the sweep (step,epoch,lr)
+
+
+class PlanFileError(UserError):
+    """The recorded plan cannot be read; the message names the file and what to do."""
 
 
 @dataclass
@@ -42,26 +47,81 @@ class CellResult:
     hits: dict[str, np.ndarray] = field(default_factory=dict)
     ns: list[int] = field(default_factory=list)
     predictions: dict[str, Path] = field(default_factory=dict)
+    lr_schedule: Path | None = None       # the run's recorded lr_schedule.csv, if it has one
+
+
+@dataclass(frozen=True)
+class PlanCell:
+    """One study cell at one seed and the config hash of the run that serves it."""
+
+    study: str
+    label: str
+    seed: int
+    config_hash: str
 
 
 def collect(studies: list[Study], tracker: Tracker, profile: Mapping[str, Any] | None,
             roots: Mapping[str, str] | None, cache_dir: str | Path = "data/report_cache",
-            tuned_dir: str | Path | None = "reports/tuning") -> dict[str, list[CellResult]]:
-    """{study id: [CellResult per cell and seed]} for every study, in the study's cell order."""
+            tuned_dir: str | Path | None = "reports/tuning",
+            plan_path: str | Path | None = None) -> dict[str, list[CellResult]]:
+    """{study id: [CellResult per cell and seed]} for every study, in the study's cell order.
+
+    The cells come from the plan the train stage recorded (`plan_path`, when the file exists);
+    a study that plan does not hold, or every study without one, is planned again here.
+    """
     by_hash = tracker.runs_by_hash()
     cache = Path(cache_dir)
+    recorded = recorded_plan_cells(plan_path) if plan_path and Path(plan_path).is_file() else {}
     out: dict[str, list[CellResult]] = {}
     for study in studies:
-        try:
-            cells = expand_study(study, profile, roots, tuned_dir)
-        except ValueError as err:  # e.g. tuned values not produced yet: the cells are missing
-            log.warning("%s: cannot expand (%s); its cells are reported as missing", study.id, err)
+        cells = _in_study_order(study, recorded[study.id]) if study.id in recorded else \
+            planned_cells(study, profile, roots, tuned_dir)
+        if cells is None:
             out[study.id] = [CellResult(study.id, label, seed, "", "missing")
                              for label in study.labels for seed in study.seeds]
             continue
         out[study.id] = [_cell_result(c.study, c.label, c.seed, c.config_hash, by_hash.get(c.config_hash),
                                       tracker, cache) for c in cells]
     return out
+
+
+def recorded_plan_cells(path: str | Path) -> dict[str, list[PlanCell]]:
+    """{study id: its cells} from the plan the train stage recorded (`data/sweep/plan.json`,
+    version 1: {"runs": [{"config_hash", "config", "cells": [{"study", "label", "seed"}]}]})."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+        runs = data["runs"] if data.get("version") == 1 else None
+    except (json.JSONDecodeError, AttributeError, KeyError):
+        runs = None
+    if runs is None:
+        raise PlanFileError(f"{path}: not a version-1 recorded plan; rerun the train stage (dvc repro)")
+    out: dict[str, list[PlanCell]] = {}
+    for run in runs:
+        for c in run["cells"]:
+            out.setdefault(c["study"], []).append(PlanCell(c["study"], c["label"], int(c["seed"]), run["config_hash"]))
+    return out
+
+
+def _in_study_order(study: Study, cells: list[PlanCell]) -> list[PlanCell]:
+    order = {label: i for i, label in enumerate(study.labels)}
+    return sorted(cells, key=lambda c: (order.get(c.label, len(order)), c.seed))
+
+
+def planned_cells(study: Study, profile: Mapping[str, Any] | None, roots: Mapping[str, str] | None,
+                  tuned_dir: str | Path | None) -> list[Cell] | None:
+    """The study's cells with their config hashes, planned as the train stage plans them; None when
+    they cannot be planned (e.g. tuned values not produced yet: the report shows them as missing)."""
+    try:
+        return expand_study(study, profile, roots, tuned_dir)
+    except ValueError as err:   # ConfigError and friends (also a UserError) derive from ValueError
+        log.warning("%s: cannot expand (%s); its cells are reported as missing", study.id, err)
+        return None
+
+
+def normalize_history(history: list[dict]) -> list[dict]:
+    """Per-epoch records with MLflow-safe keys: old files spell `val_recall@1`, new `val_recall_at_1`."""
+    return [{k.replace("@", "_at_"): v for k, v in record.items()} for record in history]
 
 
 def _cell_result(study: str, label: str, seed: int, config_hash: str, run, tracker: Tracker,
@@ -76,9 +136,17 @@ def _cell_result(study: str, label: str, seed: int, config_hash: str, run, track
     if (local / "config.yaml").exists():
         result.config = yaml.safe_load((local / "config.yaml").read_text())
     if (local / "history.json").exists():
-        result.history = json.loads((local / "history.json").read_text())
-    for dataset, folder in DATASETS.items():
-        pred = local / "predictions" / folder
+        result.history = normalize_history(json.loads((local / "history.json").read_text()))
+    recorded_lr = sorted(local.rglob(LR_FILE))
+    result.lr_schedule = recorded_lr[0] if recorded_lr else None
+    _final_metrics(result, local, run.data.metrics)
+    return result
+
+
+def _final_metrics(result: CellResult, local: Path, metrics: Mapping[str, float]) -> None:
+    """Each split's Recall@N from its saved predictions (per-query hits kept), else the logged metrics."""
+    for s in EVAL_SPLITS:
+        dataset, pred = s.key, local / "predictions" / s.folder
         if (pred / "predictions.npz").exists():
             data = np.load(pred / "predictions.npz", allow_pickle=False)
             ns = [int(n) for n in data["recall_at"]]
@@ -88,14 +156,24 @@ def _cell_result(study: str, label: str, seed: int, config_hash: str, run, track
             result.final[dataset] = {n: float(100.0 * hits[:, j].mean()) for j, n in enumerate(ns)}
             result.predictions[dataset] = pred
         else:  # fall back on the logged metrics (e.g. predictions not uploaded)
-            prefix = "best_val_recall_at_" if dataset == "sf_xs_val" else f"test_{folder}_recall_at_"
-            values = {int(k[len(prefix):]): v for k, v in run.data.metrics.items() if k.startswith(prefix)}
-            if dataset == "sf_xs_val" and not values and result.history:
-                best = max(result.history, key=lambda h: h.get("val_recall@1", -1))
-                values = {int(k.split("@")[1]): v for k, v in best.items() if k.startswith("val_recall@")}
+            values = _recalls(metrics, lambda n: recall_metric(dataset, n))
+            if s is VALIDATION and not values and result.history:    # the best epoch of the history
+                def per_epoch(n: int) -> str:
+                    return recall_metric(dataset, n, per_epoch=True)
+                best = max(result.history, key=lambda h: h.get(per_epoch(1), -1))
+                values = _recalls(best, per_epoch)
             if values:
                 result.final[dataset] = values
-    return result
+
+
+def _recalls(values: Mapping[str, float], key_of: Callable[[int], str]) -> dict[int, float]:
+    """{N: value} of the entries whose key is `key_of(N)` (N read from the key's last number)."""
+    out = {}
+    for key, value in values.items():
+        n = key.rsplit("_", 1)[-1]
+        if n.isdigit() and key_of(int(n)) == key:
+            out[int(n)] = float(value)
+    return out
 
 
 def _download(tracker: Tracker, run_id: str, dst: Path) -> Path:
@@ -112,7 +190,3 @@ def _download(tracker: Tracker, run_id: str, dst: Path) -> Path:
     marker.write_text("ok")
     return dst
 
-
-def metric_name(dataset: str, n: int) -> str:
-    """The MLflow metric key of a dataset's Recall@N."""
-    return metric_key(f"best_val_recall@{n}" if dataset == "sf_xs_val" else f"test_{DATASETS[dataset]}_recall@{n}")

@@ -1,17 +1,26 @@
-"""`vpr report` (first part): every MLflow run as one row of `reports/runs.csv`, per-epoch curves
-in `reports/curves.csv`, and headline numbers in `reports/metrics.json` for `dvc metrics show`."""
+"""`vpr report` (first part): every MLflow run as one row of `reports/runs.csv`, headline numbers
+in `reports/metrics.json` for `dvc metrics show`, and the per-epoch curves of every study cell
+for `reports/curves.csv` (`dvc plots show`: dvc.yaml's top-level `plots:`)."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from pipeline.data.catalog import EVAL_SPLITS, VALIDATION, recall_metric
 from pipeline.sweeps.tracking import STATUS_TAG, Tracker
 
-CURVE_METRICS = ("train_loss", "lr", "val_recall_at_1", "val_recall_at_5", "val_recall_at_10")
+if TYPE_CHECKING:
+    from pipeline.reporting.collect import CellResult
+
+RECALL_AT = (1, 5, 10)
+CURVE_METRICS = ("train_loss", "lr", *(recall_metric(VALIDATION.key, n, per_epoch=True) for n in RECALL_AT))
+# Headline numbers for `dvc metrics show`: each split's best Recall@1 over the finished runs.
+HEADLINE_METRICS = tuple(recall_metric(s.key, 1) for s in EVAL_SPLITS)
 
 
 def runs_frame(tracker: Tracker) -> pd.DataFrame:
@@ -31,29 +40,39 @@ def runs_frame(tracker: Tracker) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def curves_frame(tracker: Tracker, runs: pd.DataFrame) -> pd.DataFrame:
-    """Per-epoch metric history of every run, long format (config_hash, epoch, metric columns)."""
-    records: dict[tuple[str, int], dict[str, Any]] = {}
-    for h, run_id in zip(runs.get("config_hash", []), runs.get("run_id", [])):
-        for key in CURVE_METRICS:
-            for m in tracker.metric_history(run_id, key):
-                records.setdefault((h, m.step), {"config_hash": h, "epoch": m.step})[key] = m.value
-    return pd.DataFrame(sorted(records.values(), key=lambda r: (r["config_hash"], r["epoch"])))
+CURVE_COLUMNS = ("study", "cell", "config_hash", "epoch", *CURVE_METRICS)
+
+
+def curves_frame(results: Mapping[str, Sequence[CellResult]]) -> pd.DataFrame:
+    """Per-epoch history of every finished study cell, long format, for `dvc plots`: one row per
+    (study, cell, epoch) with CURVE_COLUMNS, so a plot can draw one line per cell in one panel
+    per study. A cell repeated over seeds is named "<label> (seed s)"; a run serving several
+    studies appears under each."""
+    rows = []
+    for study, cells in results.items():
+        seeded = len({c.seed for c in cells}) > 1
+        for c in cells:
+            if c.status != "finished":
+                continue
+            name = f"{c.label} (seed {c.seed})" if seeded else c.label
+            for h in c.history:
+                if "epoch" in h:
+                    rows.append({"study": study, "cell": name, "config_hash": c.config_hash, "epoch": int(h["epoch"]),
+                                 **{k: h.get(k) for k in CURVE_METRICS}})
+    return pd.DataFrame(rows, columns=list(CURVE_COLUMNS))
 
 
 def write_runs_report(out: str | Path, tracking_uri: str | None = None) -> dict[str, Any]:
-    """Write runs.csv, curves.csv and metrics.json under `out`; return the metrics dict."""
+    """Write runs.csv and metrics.json under `out`; return the metrics dict."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     tracker = Tracker(tracking_uri)
     runs = runs_frame(tracker)
     runs.to_csv(out / "runs.csv", index=False)
-    curves = curves_frame(tracker, runs) if len(runs) else pd.DataFrame(columns=["config_hash", "epoch"])
-    curves.to_csv(out / "curves.csv", index=False)
     finished = runs[runs["status"] == "finished"] if len(runs) else runs
     metrics: dict[str, Any] = {"runs": int(len(runs)), "finished": int(len(finished)),
                                "failed": int((runs["status"] == "failed").sum()) if len(runs) else 0}
-    for key in ("best_val_recall_at_1", "test_sf_xs_test_recall_at_1", "test_tokyo_xs_recall_at_1"):
+    for key in HEADLINE_METRICS:
         if len(finished) and key in finished:
             metrics[f"max_{key}"] = float(finished[key].max())
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
