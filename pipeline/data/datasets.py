@@ -16,7 +16,7 @@ from PIL import Image
 from torch.utils.data import Dataset, Sampler
 
 from pipeline.data.index import EvalSplitIndex, index_eval_split, index_training_set
-from pipeline.errors import UserError
+from pipeline.errors import ConfigError, UserError
 
 INTERPOLATIONS = {
     "bilinear": Image.Resampling.BILINEAR,
@@ -61,18 +61,18 @@ class TrainPlacesDataset(Dataset):
                  cities: Sequence[str] | None = None, image_size: tuple[int, int] = (320, 320),
                  interpolation: str = "bilinear", parameter: str = "data.train_root") -> None:
         if images_per_place < 1:
-            raise ValueError(f"images_per_place must be >= 1, got {images_per_place}")
+            raise ConfigError(f"images_per_place must be >= 1, got {images_per_place}")
         manifest = index_training_set(root, parameter)
         if cities:
             unknown = sorted(set(cities) - set(manifest["city"]))
             if unknown:
-                raise ValueError(f"data.cities: {unknown} not found under '{root}'; available: "
+                raise ConfigError(f"data.cities: {unknown} not found under '{root}'; available: "
                                  f"{sorted(manifest['city'].unique())}")
             manifest = manifest[manifest["city"].isin(list(cities))]
         groups = manifest.groupby(["city", "place_id"], sort=True)["path"].apply(list)
         groups = groups[groups.apply(len) >= max(min_images_per_place, images_per_place)]
         if len(groups) == 0:
-            raise ValueError(f"{parameter}: no place under '{root}' has at least "
+            raise ConfigError(f"{parameter}: no place under '{root}' has at least "
                              f"{max(min_images_per_place, images_per_place)} images")
         self.root = Path(root)
         self.place_keys: list[tuple[str, int]] = list(groups.index)
@@ -113,7 +113,7 @@ class PlaceBatchSampler(Sampler[list[tuple[int, int]]]):
     def __init__(self, num_places: int, places_per_batch: int, seed: int = 0,
                  batches_per_epoch: int | None = None) -> None:
         if places_per_batch > num_places:
-            raise ValueError(f"training.places_per_batch={places_per_batch} exceeds the "
+            raise ConfigError(f"training.places_per_batch={places_per_batch} exceeds the "
                              f"{num_places} places available in the training set")
         self.num_places = num_places
         self.places_per_batch = places_per_batch
@@ -158,7 +158,7 @@ class EvalDataset(Dataset):
                  interpolation: str = "bilinear", radius: float = 25.0,
                  parameter: str = "dataset") -> None:
         if interpolation not in INTERPOLATIONS:
-            raise ValueError(f"interpolation '{interpolation}' is not one of {sorted(INTERPOLATIONS)}")
+            raise ConfigError(f"interpolation '{interpolation}' is not one of {sorted(INTERPOLATIONS)}")
         self.index: EvalSplitIndex = index_eval_split(split_dir, radius, parameter)
         self.image_size = None if image_size is None else tuple(image_size)
         self.interpolation = interpolation
