@@ -50,6 +50,7 @@ from pydantic import (
     model_validator,
 )
 
+from pipeline.data.augment import AugmentConfig
 from pipeline.errors import (
     ConfigError,
     UniqueKeyLoader,
@@ -182,6 +183,7 @@ class DataConfig(_Section):
     min_images_per_place: int = Field(4, ge=1)
     image_size: Size = (320, 320)  # [height, width] of training images
     num_workers: int = Field(4, ge=0)
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)  # training only (GSV-Cities RandAugment)
 
     @field_validator("test_roots")
     @classmethod
@@ -326,7 +328,7 @@ COMPONENT_SECTIONS: dict[tuple[str, ...], tuple[str, Mapping[str, type[BaseModel
     ("model", "aggregator"): ("aggregator", AGGREGATORS),
 }
 SECTION_MODELS: dict[tuple[str, ...], type[BaseModel]] = {
-    (): RunConfig, ("data",): DataConfig, ("model",): ModelConfig,
+    (): RunConfig, ("data",): DataConfig, ("data", "augment"): AugmentConfig, ("model",): ModelConfig,
     ("training",): TrainingConfig, ("evaluation",): EvaluationConfig,
 }
 _MAPPING_FIELDS = {("data", "test_roots")}

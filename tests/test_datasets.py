@@ -18,10 +18,11 @@ from pipeline.data.index import DatasetLayoutError, compute_positives, utm_of
 def test_train_dataset_yields_k_views_of_one_place(embedded_root):
     ds = TrainPlacesDataset(embedded_root / "gsv_xs", images_per_place=4, image_size=(32, 32))
     assert len(ds) > 50 and "places" in repr(ds)
-    images, labels = ds[(3, 123)]
+    images, labels, ops = ds[(3, 123)]
     assert images.shape == (4, 3, 32, 32) and images.dtype == torch.uint8
     assert labels.tolist() == [3, 3, 3, 3]
-    again, _ = ds[(3, 123)]
+    assert ops.shape == (4, 0, 2)  # no augmentation asked: nothing left for the device
+    again, _, _ = ds[(3, 123)]
     assert torch.equal(images, again)  # the draw depends only on the seed
 
 
@@ -68,12 +69,12 @@ def test_loader_batches_are_identical_with_and_without_workers(embedded_root):
     def batches(workers):
         sampler = PlaceBatchSampler(len(ds), 4, seed=0, batches_per_epoch=2)
         loader = DataLoader(ds, batch_sampler=sampler, num_workers=workers, collate_fn=collate_places)
-        return [(x.clone(), y.clone()) for x, y in loader]
+        return [(x.clone(), y.clone(), o.clone()) for x, y, o in loader]
 
     serial, parallel = batches(0), batches(2)
     assert serial[0][0].shape == (16, 3, 32, 32)
-    for (a, la), (b, lb) in zip(serial, parallel):
-        assert torch.equal(a, b) and torch.equal(la, lb)
+    for (a, la, oa), (b, lb, ob) in zip(serial, parallel):
+        assert torch.equal(a, b) and torch.equal(la, lb) and torch.equal(oa, ob)
 
 
 def test_eval_dataset_orders_database_then_queries(embedded_root):
