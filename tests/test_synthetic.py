@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -237,3 +239,21 @@ def test_empty_existing_folder_is_fine(tmp_path, tiny):
 def test_embedded_evaluation_splits_are_the_catalog_splits():
     # every split the reports know has an embedded stand-in, and no other
     assert set(eval_specs(SCALES["demo"])) == set(SPLITS)
+
+
+def test_real_resolution_images_are_height_by_width(tmp_path, tiny):
+    summary = generate(tmp_path / "out", seed=0, scale=tiny, image_size="40x56", progress=False)
+    assert summary["image_size"] == [40, 56]
+    for folder in ("gsv_xs/train", "sf_xs/val/queries", "tokyo_xs/test/database"):
+        path = next((tmp_path / "out" / folder).rglob("*.jpg"))
+        with Image.open(path) as img:
+            assert (img.height, img.width) == (40, 56)
+
+
+def test_cli_accepts_height_x_width_and_names_a_bad_size(tmp_path):
+    cmd = [sys.executable, "-m", "pipeline.cli", "data", "synth", "--quiet", "--out"]
+    bad = subprocess.run(cmd + [str(tmp_path / "bad"), "--image-size", "480by640"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "480by640" in bad.stderr and "HxW" in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1  # a user error: one line, no traceback
+    with pytest.raises(UserError, match="at least 16 pixels"):
+        generate(tmp_path / "small", image_size="8x640", progress=False)

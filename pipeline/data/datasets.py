@@ -18,6 +18,7 @@ from PIL import Image
 from torch.utils.data import Dataset, Sampler
 
 from pipeline.data.augment import AugmentConfig, apply_ops, sample_ops
+from pipeline.data.image_cache import ResizedImageCache
 from pipeline.data.index import EvalSplitIndex, index_eval_split, index_training_set
 from pipeline.errors import ConfigError, UserError
 
@@ -63,7 +64,7 @@ class TrainPlacesDataset(Dataset):
     def __init__(self, root: str | Path, images_per_place: int = 4, min_images_per_place: int = 4,
                  cities: Sequence[str] | None = None, image_size: tuple[int, int] = (320, 320),
                  interpolation: str = "bilinear", parameter: str = "data.train_root",
-                 augment: AugmentConfig | None = None) -> None:
+                 augment: AugmentConfig | None = None, image_cache: str | Path | None = None) -> None:
         if images_per_place < 1:
             raise ConfigError(f"images_per_place must be >= 1, got {images_per_place}")
         manifest = index_training_set(root, parameter)
@@ -85,6 +86,8 @@ class TrainPlacesDataset(Dataset):
         self.image_size = tuple(image_size)
         self.interpolation = interpolation
         self.augment = augment if augment is not None and augment.enabled else None
+        self.cache = None if image_cache is None else ResizedImageCache(
+            image_cache, [p for paths in self.place_images for p in paths], self.image_size, interpolation)
 
     def __len__(self) -> int:
         return len(self.place_images)
@@ -100,7 +103,8 @@ class TrainPlacesDataset(Dataset):
         paths = self.place_images[place]
         rng = np.random.default_rng(draw_seed)
         chosen = rng.choice(len(paths), size=self.images_per_place, replace=False)
-        images = [load_image(paths[i], self.image_size, self.interpolation) for i in chosen]
+        images = [self.cache.load(paths[i]) if self.cache is not None
+                  else load_image(paths[i], self.image_size, self.interpolation) for i in chosen]
         ops = torch.zeros((self.images_per_place, 0, 2), dtype=torch.float64)
         if self.augment is not None:
             size = tuple(images[0].shape[-2:])

@@ -88,7 +88,7 @@ def train(cfg: RunConfig, out_dir: str | Path | None = None, resume: bool = Fals
     train_set = TrainPlacesDataset(cfg.data.train_root, cfg.training.images_per_place,
                                    cfg.data.min_images_per_place, cfg.data.cities,
                                    tuple(cfg.data.image_size), parameter="data.train_root",
-                                   augment=cfg.data.augment)
+                                   augment=cfg.data.augment, image_cache=cfg.data.image_cache)
     val_set = EvalDataset(cfg.data.val_root, tuple(cfg.evaluation.resize), cfg.evaluation.interpolation,
                           cfg.evaluation.positive_radius_m, parameter="data.val_root")
     sampler = PlaceBatchSampler(len(train_set), cfg.training.places_per_batch, seed=cfg.seed,

@@ -7,6 +7,7 @@ import multiprocessing
 import os
 import shutil
 from dataclasses import asdict
+from collections.abc import Sequence
 from pathlib import Path
 
 from tqdm import tqdm
@@ -33,10 +34,10 @@ class SynthOutputError(UserError, FileExistsError):
     """The output folder is not one the generator may write to."""
 
 
-def _render_task(args: tuple[int, int, str, PlaceTask]) -> int:
+def _render_task(args: tuple[int, tuple[int, int], str, PlaceTask]) -> int:
     """Render one place's views and write them under `out`; returns the number of images."""
     seed, size, out, task = args
-    scene, lights = render_scene(seed, task.street, task.place_key, size)
+    scene, lights = render_scene(seed, task.street, task.place_key, size[0])
     for view in task.views:
         rng = rng_for(seed, "view", *view.seed_key)
         data = render_view(scene, lights, size, CONDITIONS[view.condition], rng, view.displacement_m)
@@ -65,16 +66,34 @@ def _prepare_out(out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
-def _check_request(seed: int, scale: str, image_size: int | None) -> tuple[int, int]:
-    """The validated (seed, image size) of a request; SynthError names the bad value."""
+def parse_image_size(value: int | str | Sequence[int]) -> tuple[int, int]:
+    """(height, width) from `N` (square), `HxW` (e.g. `480x640`, the real datasets' size) or [H, W]."""
+    try:
+        if isinstance(value, str):
+            parts = value.lower().split("x")
+            if len(parts) not in (1, 2):
+                raise ValueError
+            size = tuple(int(p) for p in parts)
+        elif isinstance(value, int):
+            size = (value, value)
+        else:
+            size = tuple(int(p) for p in value)
+        height, width = size if len(size) == 2 else size * 2
+    except (TypeError, ValueError):
+        raise SynthError(f"image size {value!r} is not N or HxW (e.g. 64 or 480x640)") from None
+    if min(height, width) < 16:
+        raise SynthError(f"image_size must be at least 16 pixels a side, got {value!r}")
+    return height, width
+
+
+def _check_request(seed: int, scale: str, image_size: int | str | Sequence[int] | None
+                   ) -> tuple[int, tuple[int, int]]:
+    """The validated (seed, (height, width)) of a request; SynthError names the bad value."""
     if scale not in SCALES:
         raise SynthError(f"unknown synthetic scale '{scale}'; valid scales: {', '.join(SCALES)}")
     if int(seed) != seed or seed < 0:
         raise SynthError(f"seed must be a non-negative integer, got {seed!r}")
-    size = int(image_size or SCALES[scale].image_size)
-    if size < 16:
-        raise SynthError(f"image_size must be at least 16 pixels, got {size}")
-    return int(seed), size
+    return int(seed), parse_image_size(image_size or SCALES[scale].image_size)
 
 
 def _write_layout(out: Path, tasks: list[PlaceTask], frames: dict | None) -> None:
@@ -110,10 +129,11 @@ def _render_all(jobs: list, n_images: int, workers: int | None, desc: str, progr
                     bar.update(done)
 
 
-def generate(out: Path, seed: int = 0, scale: str = "demo", image_size: int | None = None,
+def generate(out: Path, seed: int = 0, scale: str = "demo", image_size: int | str | Sequence[int] | None = None,
              gsv_cities_layout: bool = False, progress: bool = True, workers: int | None = None) -> dict:
     """Write the embedded datasets under `out`; return a summary dict (counts per split, params).
 
+    `image_size` is `N` (square) or `HxW`/(H, W); default: the scale's square size.
     The files are a function of (seed, scale, image_size) alone: `workers` (default: the usable
     CPUs, at most 8) only changes speed. `out` must be new, empty or hold a previous generation (its
     `synth.json` marker), which is removed first. Raises SynthError for an unknown scale, a bad
@@ -134,7 +154,7 @@ def generate(out: Path, seed: int = 0, scale: str = "demo", image_size: int | No
         counts["gsv_cities"] = dict(train_counts)
 
     summary = {"generator": "pipeline.data.synthetic", "version": GENERATOR_VERSION, "seed": seed,
-               "scale": scale, "scale_params": asdict(sc), "image_size": size,
+               "scale": scale, "scale_params": asdict(sc), "image_size": size[0] if size[0] == size[1] else list(size),
                "gsv_cities_layout": gsv_cities_layout, "positive_radius_m": POSITIVE_RADIUS_M,
                "counts": counts, "complete": False}
     # the marker goes first, so an interrupted generation can be regenerated in place

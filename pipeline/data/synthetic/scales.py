@@ -24,7 +24,7 @@ class SynthScale:
     val_query_fraction: float
     test_query_fraction: float
     tokyo_query_fraction: float
-    image_size: int
+    image_size: int | tuple[int, int]  # square side, or (height, width)
 
 
 SCALES: dict[str, SynthScale] = {
@@ -49,4 +49,10 @@ SCALES: dict[str, SynthScale] = {
                         val_places=2000, test_places=3000, tokyo_places=1500, db_per_place=4,
                         val_query_fraction=1.0, test_query_fraction=1 / 3, tokyo_query_fraction=0.21,
                         image_size=320),
+    # ~200 images at the real datasets' resolution (640 x 480 JPEGs, ~90 KB each), ~30 s on one
+    # core: the loader benchmark and the CI test of the paper profile's path
+    "real": SynthScale(cities=2, places_per_city=12, min_images=4, max_images=4,
+                       val_places=24, test_places=24, tokyo_places=12, db_per_place=1,
+                       val_query_fraction=1.0, test_query_fraction=1.0, tokyo_query_fraction=1.0,
+                       image_size=(480, 640)),
 }

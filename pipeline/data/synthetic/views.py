@@ -79,11 +79,11 @@ def colour_matrix(hue_deg: float, saturation: float, gains: np.ndarray) -> np.nd
 def draw_occluders(img: Image.Image, rng: np.random.Generator, count: int) -> None:
     """Cars, trees and pedestrians in front of the facade, in colours unrelated to the place."""
     draw = ImageDraw.Draw(img)
-    s = img.width
+    sx, s = img.width, img.height  # x positions span the width; sizes and heights follow the height
     for _ in range(count):
         colour = tuple(int(c) for c in rng.integers(0, 256, 3))
         kind = rng.integers(3)
-        x = s * rng.uniform(-0.1, 0.9)
+        x = sx * rng.uniform(-0.1, 0.9)
         if kind == 0:  # car: body and cabin near the bottom
             cw, ch = s * rng.uniform(0.3, 0.5), s * rng.uniform(0.12, 0.2)
             y = s * rng.uniform(0.82, 0.98)
@@ -104,9 +104,9 @@ def draw_occluders(img: Image.Image, rng: np.random.Generator, count: int) -> No
             draw.ellipse([x, y - ph * 1.25, x + ph * 0.25, y - ph], fill=(200, 160, 130))
 
 
-def render_view(scene: Image.Image, lights: Image.Image, size: int, cond: Condition,
-                 rng: np.random.Generator, displacement_m: float) -> bytes:
-    """One photograph of a scene as JPEG bytes (size x size)."""
+def render_view(scene: Image.Image, lights: Image.Image, size: tuple[int, int], cond: Condition,
+                rng: np.random.Generator, displacement_m: float) -> bytes:
+    """One photograph of a scene as JPEG bytes, `size` = (height, width)."""
     h = scene.height
     w = scene.width
     # camera: centre, zoom, roll and keystone define the scene quadrilateral seen by the view
@@ -116,16 +116,17 @@ def render_view(scene: Image.Image, lights: Image.Image, size: int, cond: Condit
     roll = math.radians(rng.uniform(-cond.roll_deg, cond.roll_deg))
     corners = np.array([[-1, -1], [1, -1], [1, 1], [-1, 1]], dtype=np.float64)
     corners = corners + rng.uniform(-cond.keystone, cond.keystone, (4, 2)) * 2
+    corners[:, 0] *= size[1] / size[0]  # a wider view sees a wider quadrilateral
     rot = np.array([[math.cos(roll), -math.sin(roll)], [math.sin(roll), math.cos(roll)]])
     src = corners @ rot.T * half + np.array([cx, cy])
-    out = 2 * size  # render at twice the size, then box-filter down (anti-aliasing)
-    dst = np.array([[0, 0], [out, 0], [out, out], [0, out]], dtype=np.float64)
+    out = (2 * size[1], 2 * size[0])  # (w, h) at twice the size, then box-filter down (anti-aliasing)
+    dst = np.array([[0, 0], [out[0], 0], [out[0], out[1]], [0, out[1]]], dtype=np.float64)
     coeffs = perspective_coeffs(dst, src)
-    view = scene.transform((out, out), Image.Transform.PERSPECTIVE, coeffs, Image.Resampling.BILINEAR,
+    view = scene.transform(out, Image.Transform.PERSPECTIVE, coeffs, Image.Resampling.BILINEAR,
                            fillcolor=(128, 128, 128))
     night = rng.random() < cond.night_prob
     if night:
-        lit = lights.transform((out, out), Image.Transform.PERSPECTIVE, coeffs, Image.Resampling.BILINEAR)
+        lit = lights.transform(out, Image.Transform.PERSPECTIVE, coeffs, Image.Resampling.BILINEAR)
     draw_occluders(view, rng, int(rng.integers(cond.occluders[0], cond.occluders[1] + 1)))
     view = view.reduce(2)
 
