@@ -18,6 +18,7 @@ from PIL import Image
 from torch.utils.data import Dataset, Sampler
 
 from pipeline.data.augment import AugmentConfig, apply_ops, sample_ops
+from pipeline.data.decoded_cache import process_cache
 from pipeline.data.image_cache import ResizedImageCache
 from pipeline.data.index import EvalSplitIndex, index_eval_split, index_training_set
 from pipeline.errors import ConfigError, UserError
@@ -213,7 +214,14 @@ class EvalDataset(Dataset):
         return self.database_paths[i] if i < self.num_database else self.query_paths[i - self.num_database]
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        return load_image(self.path(i), self.image_size, self.interpolation), i
+        path = self.path(i)
+        cache = process_cache()  # decoded once per process, reused across epochs and runs
+        key = cache.key(path, self.image_size, self.interpolation)
+        image = cache.get(key)
+        if image is None:
+            image = load_image(path, self.image_size, self.interpolation)
+            cache.put(key, image)
+        return image, i
 
     def __repr__(self) -> str:
         return (f"EvalDataset({self.name}: {self.num_database} database, {self.num_queries} queries, "
