@@ -50,6 +50,7 @@ from pydantic import (
     model_validator,
 )
 
+from pipeline.data.augment import AugmentConfig
 from pipeline.errors import (
     ConfigError,
     UniqueKeyLoader,
@@ -88,6 +89,7 @@ NON_SEMANTIC_FIELDS: tuple[str, ...] = (
     "data.test_roots",          # which test sets get evaluated (names and paths) does not change the
                                 # trained model; missing test evaluations can be added to a finished run
     "data.num_workers",         # loader parallelism (sampling is seeded per item, not per worker)
+    "data.image_cache",         # pre-resized training images: the same pixels as decoding each time
     "training.device",          # where it runs
     "training.channels_last",   # memory layout only
     "training.log_every",       # logging cadence
@@ -182,6 +184,8 @@ class DataConfig(_Section):
     min_images_per_place: int = Field(4, ge=1)
     image_size: Size = (320, 320)  # [height, width] of training images
     num_workers: int = Field(4, ge=0)
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)  # training only (GSV-Cities RandAugment)
+    image_cache: str | None = None  # folder of training images pre-resized to image_size (None: off)
 
     @field_validator("test_roots")
     @classmethod
@@ -326,7 +330,7 @@ COMPONENT_SECTIONS: dict[tuple[str, ...], tuple[str, Mapping[str, type[BaseModel
     ("model", "aggregator"): ("aggregator", AGGREGATORS),
 }
 SECTION_MODELS: dict[tuple[str, ...], type[BaseModel]] = {
-    (): RunConfig, ("data",): DataConfig, ("model",): ModelConfig,
+    (): RunConfig, ("data",): DataConfig, ("data", "augment"): AugmentConfig, ("model",): ModelConfig,
     ("training",): TrainingConfig, ("evaluation",): EvaluationConfig,
 }
 _MAPPING_FIELDS = {("data", "test_roots")}

@@ -13,15 +13,17 @@ from torch.utils.data import DataLoader
 from pipeline.data.datasets import (EvalDataset, ImageLoadError, PlaceBatchSampler, TrainPlacesDataset,
                                     collate_places, load_image)
 from pipeline.data.index import DatasetLayoutError, compute_positives, utm_of
+from pipeline.errors import UserError
 
 
 def test_train_dataset_yields_k_views_of_one_place(embedded_root):
     ds = TrainPlacesDataset(embedded_root / "gsv_xs", images_per_place=4, image_size=(32, 32))
     assert len(ds) > 50 and "places" in repr(ds)
-    images, labels = ds[(3, 123)]
+    images, labels, ops = ds[(3, 123)]
     assert images.shape == (4, 3, 32, 32) and images.dtype == torch.uint8
     assert labels.tolist() == [3, 3, 3, 3]
-    again, _ = ds[(3, 123)]
+    assert ops.shape == (4, 0, 2)  # no augmentation asked: nothing left for the device
+    again, _, _ = ds[(3, 123)]
     assert torch.equal(images, again)  # the draw depends only on the seed
 
 
@@ -68,12 +70,12 @@ def test_loader_batches_are_identical_with_and_without_workers(embedded_root):
     def batches(workers):
         sampler = PlaceBatchSampler(len(ds), 4, seed=0, batches_per_epoch=2)
         loader = DataLoader(ds, batch_sampler=sampler, num_workers=workers, collate_fn=collate_places)
-        return [(x.clone(), y.clone()) for x, y in loader]
+        return [(x.clone(), y.clone(), o.clone()) for x, y, o in loader]
 
     serial, parallel = batches(0), batches(2)
     assert serial[0][0].shape == (16, 3, 32, 32)
-    for (a, la), (b, lb) in zip(serial, parallel):
-        assert torch.equal(a, b) and torch.equal(la, lb)
+    for (a, la, oa), (b, lb, ob) in zip(serial, parallel):
+        assert torch.equal(a, b) and torch.equal(la, lb) and torch.equal(oa, ob)
 
 
 def test_eval_dataset_orders_database_then_queries(embedded_root):
@@ -120,3 +122,37 @@ def test_original_gsv_cities_layout_loads_the_same_places(tmp_path):
     assert len(original) == len(xs) and original.num_images == xs.num_images
     assert original.place_keys == xs.place_keys
     assert [len(v) for v in original.place_images] == [len(v) for v in xs.place_images]
+
+
+def test_eval_images_are_decoded_once_and_a_changed_file_is_reread(embedded_copy):
+    from pipeline.data.decoded_cache import process_cache
+
+    cache = process_cache()
+    cache.clear()
+    ds = EvalDataset(embedded_copy / "sf_xs" / "val", image_size=(32, 32))
+    first = [ds[i][0] for i in range(5)]
+    assert cache.misses == 5 and cache.hits == 0
+    again = [ds[i][0] for i in range(5)]  # the next epoch, or the next run in this process
+    assert cache.hits == 5 and all(torch.equal(a, b) for a, b in zip(first, again))
+    again[0].zero_()  # a caller's copy: the cache is unharmed
+    assert torch.equal(ds[0][0], first[0])
+    other = EvalDataset(embedded_copy / "sf_xs" / "val", image_size=(24, 24))
+    assert other[0][0].shape == (3, 24, 24)  # another size is another image
+    shutil.copy(ds.path(1), ds.path(0))  # a changed file is read again
+    import os
+    os.utime(ds.path(0), ns=(1, 1))
+    assert torch.equal(ds[0][0], first[1])
+
+
+def test_eval_cache_is_bounded(embedded_root, monkeypatch):
+    from pipeline.data.decoded_cache import DecodedImageCache
+
+    monkeypatch.setenv("VPR_EVAL_CACHE_MB", "0.01")  # 10 KB: three 32x32 images
+    small = DecodedImageCache()
+    ds = EvalDataset(embedded_root / "sf_xs" / "val", image_size=(32, 32))
+    for i in range(10):
+        small.put(small.key(ds.path(i), (32, 32), "bilinear"), ds[i][0])
+    assert small.bytes <= small.max_bytes and small.bytes == 3 * 3 * 32 * 32
+    monkeypatch.setenv("VPR_EVAL_CACHE_MB", "lots")
+    with pytest.raises(UserError, match="VPR_EVAL_CACHE_MB"):
+        DecodedImageCache()

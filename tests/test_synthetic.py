@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -14,7 +16,10 @@ from PIL import Image
 from pipeline.data import synthetic
 from pipeline.data.formats import (ORIGINAL_CSV_COLUMNS, format_image_name, gsv_cities_image_name,
                                    parse_image_name, read_city_csv)
+from pipeline.data.catalog import SPLITS
 from pipeline.data.synthetic import SCALES, SynthScale, generate
+from pipeline.data.synthetic.layout import eval_specs
+from pipeline.errors import UserError
 
 EVAL_SPLITS = ["sf_xs/val", "sf_xs/test", "tokyo_xs/test"]
 TINY = SynthScale(cities=2, places_per_city=6, min_images=4, max_images=5, val_places=14,
@@ -194,7 +199,7 @@ def test_gsv_cities_layout_original_schema(tmp_path, tiny):
 # --- output folder rules and errors --------------------------------------------------------------
 
 def test_unknown_scale_lists_valid_names(tmp_path):
-    with pytest.raises(ValueError, match="demo, small, medium, large"):
+    with pytest.raises(UserError, match="demo, small, medium, large"):
         generate(tmp_path / "out", scale="huge", progress=False)
     assert not (tmp_path / "out").exists()
 
@@ -203,7 +208,7 @@ def test_refuses_non_empty_foreign_folder(tmp_path, tiny):
     out = tmp_path / "out"
     out.mkdir()
     (out / "thesis.tex").write_text("precious")
-    with pytest.raises(FileExistsError, match="not empty"):
+    with pytest.raises(UserError, match="not empty"):
         generate(out, scale=tiny, progress=False)
     assert _files(out) == ["thesis.tex"]
 
@@ -229,3 +234,26 @@ def test_empty_existing_folder_is_fine(tmp_path, tiny):
     out.mkdir()
     summary = generate(out, seed=0, scale=tiny, progress=False)
     assert json.loads((out / "synth.json").read_text()) == summary
+
+
+def test_embedded_evaluation_splits_are_the_catalog_splits():
+    # every split the reports know has an embedded stand-in, and no other
+    assert set(eval_specs(SCALES["demo"])) == set(SPLITS)
+
+
+def test_real_resolution_images_are_height_by_width(tmp_path, tiny):
+    summary = generate(tmp_path / "out", seed=0, scale=tiny, image_size="40x56", progress=False)
+    assert summary["image_size"] == [40, 56]
+    for folder in ("gsv_xs/train", "sf_xs/val/queries", "tokyo_xs/test/database"):
+        path = next((tmp_path / "out" / folder).rglob("*.jpg"))
+        with Image.open(path) as img:
+            assert (img.height, img.width) == (40, 56)
+
+
+def test_cli_accepts_height_x_width_and_names_a_bad_size(tmp_path):
+    cmd = [sys.executable, "-m", "pipeline.cli", "data", "synth", "--quiet", "--out"]
+    bad = subprocess.run(cmd + [str(tmp_path / "bad"), "--image-size", "480by640"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "480by640" in bad.stderr and "HxW" in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1  # a user error: one line, no traceback
+    with pytest.raises(UserError, match="at least 16 pixels"):
+        generate(tmp_path / "small", image_size="8x640", progress=False)

@@ -104,7 +104,9 @@ def _vpr_train(root: Path, out: Path, *extra: str, resume: bool = False) -> subp
 
 
 def test_killed_and_resumed_run_ends_where_an_uninterrupted_run_ends(embedded_root, tmp_path):
-    extra = ("optimizer.name=adamw", "scheduler.name=cosine", "model.aggregator.name=gem")
+    # augmentation on (per-image RandAugment drawn from each item's draw seed, applied on the device)
+    extra = ("optimizer.name=adamw", "scheduler.name=cosine", "model.aggregator.name=gem",
+             "data.augment.policy=randaugment", "data.augment.on=device")
     straight = _vpr_train(embedded_root, tmp_path / "straight", *extra)
     assert straight.wait(timeout=600) == 0, straight.stderr.read()
 

@@ -78,7 +78,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     synth.add_argument("--out", required=True, help="output folder (created; must be empty or a previous generation)")
     synth.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     synth.add_argument("--scale", default="demo", help="size preset: demo, small, medium, large (default demo)")
-    synth.add_argument("--image-size", type=int, default=None, help="square image side in pixels (default: the scale's)")
+    synth.add_argument("--image-size", default=None,
+                       help="N (square side) or HxW in pixels, e.g. 480x640 for the real datasets' size "
+                       "(default: the scale's square size)")
     synth.add_argument("--gsv-cities-layout", action="store_true",
                        help="also write the training set in the original GSV-Cities layout (Dataframes/ + Images/)")
     synth.add_argument("--quiet", action="store_true", help="no progress bar")

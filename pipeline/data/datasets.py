@@ -2,7 +2,9 @@
 
 Images are returned as uint8 CHW tensors, resized on the loader workers; conversion to float and
 ImageNet normalisation happen on the device (`pipeline.data.transforms.normalize`), so a GPU
-receives a quarter of the bytes and the workers skip a float pass.
+receives a quarter of the bytes and the workers skip a float pass. A training item also carries
+each image's augmentation ops (`pipeline.data.augment`), drawn from the item's draw seed: the
+loader applies them itself (`augment.on: loader`) or leaves them to the device.
 """
 
 from __future__ import annotations
@@ -15,8 +17,11 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset, Sampler
 
+from pipeline.data.augment import AugmentConfig, apply_ops, sample_ops
+from pipeline.data.decoded_cache import process_cache
+from pipeline.data.image_cache import ResizedImageCache
 from pipeline.data.index import EvalSplitIndex, index_eval_split, index_training_set
-from pipeline.errors import UserError
+from pipeline.errors import ConfigError, UserError
 
 INTERPOLATIONS = {
     "bilinear": Image.Resampling.BILINEAR,
@@ -59,20 +64,21 @@ class TrainPlacesDataset(Dataset):
 
     def __init__(self, root: str | Path, images_per_place: int = 4, min_images_per_place: int = 4,
                  cities: Sequence[str] | None = None, image_size: tuple[int, int] = (320, 320),
-                 interpolation: str = "bilinear", parameter: str = "data.train_root") -> None:
+                 interpolation: str = "bilinear", parameter: str = "data.train_root",
+                 augment: AugmentConfig | None = None, image_cache: str | Path | None = None) -> None:
         if images_per_place < 1:
-            raise ValueError(f"images_per_place must be >= 1, got {images_per_place}")
+            raise ConfigError(f"images_per_place must be >= 1, got {images_per_place}")
         manifest = index_training_set(root, parameter)
         if cities:
             unknown = sorted(set(cities) - set(manifest["city"]))
             if unknown:
-                raise ValueError(f"data.cities: {unknown} not found under '{root}'; available: "
+                raise ConfigError(f"data.cities: {unknown} not found under '{root}'; available: "
                                  f"{sorted(manifest['city'].unique())}")
             manifest = manifest[manifest["city"].isin(list(cities))]
         groups = manifest.groupby(["city", "place_id"], sort=True)["path"].apply(list)
         groups = groups[groups.apply(len) >= max(min_images_per_place, images_per_place)]
         if len(groups) == 0:
-            raise ValueError(f"{parameter}: no place under '{root}' has at least "
+            raise ConfigError(f"{parameter}: no place under '{root}' has at least "
                              f"{max(min_images_per_place, images_per_place)} images")
         self.root = Path(root)
         self.place_keys: list[tuple[str, int]] = list(groups.index)
@@ -80,6 +86,9 @@ class TrainPlacesDataset(Dataset):
         self.images_per_place = images_per_place
         self.image_size = tuple(image_size)
         self.interpolation = interpolation
+        self.augment = augment if augment is not None and augment.enabled else None
+        self.cache = None if image_cache is None else ResizedImageCache(
+            image_cache, [p for paths in self.place_images for p in paths], self.image_size, interpolation)
 
     def __len__(self) -> int:
         return len(self.place_images)
@@ -88,19 +97,31 @@ class TrainPlacesDataset(Dataset):
     def num_images(self) -> int:
         return sum(len(v) for v in self.place_images)
 
-    def __getitem__(self, item: tuple[int, int] | int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, item: tuple[int, int] | int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`(images, labels, ops)`: K uint8 views, their place label, and the augmentation ops still
+        to apply on the device, `(K, num_ops, 2)` (`(K, 0, 2)` when none are left)."""
         place, draw_seed = item if isinstance(item, tuple) else (item, item)
         paths = self.place_images[place]
         rng = np.random.default_rng(draw_seed)
         chosen = rng.choice(len(paths), size=self.images_per_place, replace=False)
-        images = torch.stack([load_image(paths[i], self.image_size, self.interpolation) for i in chosen])
+        images = [self.cache.load(paths[i]) if self.cache is not None
+                  else load_image(paths[i], self.image_size, self.interpolation) for i in chosen]
+        ops = torch.zeros((self.images_per_place, 0, 2), dtype=torch.float64)
+        if self.augment is not None:
+            size = tuple(images[0].shape[-2:])
+            ops = torch.from_numpy(np.stack([sample_ops(draw_seed, k, self.augment, size)
+                                             for k in range(self.images_per_place)]))
+            if self.augment.on == "loader":  # the per-image reference, here in the worker
+                images = [apply_ops(img, o.numpy()) for img, o in zip(images, ops)]
+                ops = ops[:, :0]
         labels = torch.full((self.images_per_place,), place, dtype=torch.long)
-        return images, labels
+        return torch.stack(images), labels, ops
 
     def __repr__(self) -> str:
         cities = sorted({c for c, _ in self.place_keys})
         return (f"TrainPlacesDataset({self.root}: {len(self)} places, {self.num_images} images, "
-                f"{len(cities)} cities, K={self.images_per_place}, size={self.image_size})")
+                f"{len(cities)} cities, K={self.images_per_place}, size={self.image_size}, "
+                f"augment={self.augment.policy + ' on ' + self.augment.on if self.augment else 'none'})")
 
 
 class PlaceBatchSampler(Sampler[list[tuple[int, int]]]):
@@ -113,7 +134,7 @@ class PlaceBatchSampler(Sampler[list[tuple[int, int]]]):
     def __init__(self, num_places: int, places_per_batch: int, seed: int = 0,
                  batches_per_epoch: int | None = None) -> None:
         if places_per_batch > num_places:
-            raise ValueError(f"training.places_per_batch={places_per_batch} exceeds the "
+            raise ConfigError(f"training.places_per_batch={places_per_batch} exceeds the "
                              f"{num_places} places available in the training set")
         self.num_places = num_places
         self.places_per_batch = places_per_batch
@@ -141,11 +162,10 @@ class PlaceBatchSampler(Sampler[list[tuple[int, int]]]):
             produced += 1
 
 
-def collate_places(batch: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Stack P items of K images into a flat (P*K, C, H, W) batch with place labels."""
-    images = torch.cat([b[0] for b in batch])
-    labels = torch.cat([b[1] for b in batch])
-    return images, labels
+def collate_places(batch: list[tuple[torch.Tensor, ...]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Stack P items of K images into a flat (P*K, C, H, W) batch with place labels and the
+    per-image augmentation ops left for the device (P*K, num_ops, 2)."""
+    return tuple(torch.cat([b[i] for b in batch]) for i in range(3))  # type: ignore[return-value]
 
 
 class EvalDataset(Dataset):
@@ -158,7 +178,7 @@ class EvalDataset(Dataset):
                  interpolation: str = "bilinear", radius: float = 25.0,
                  parameter: str = "dataset") -> None:
         if interpolation not in INTERPOLATIONS:
-            raise ValueError(f"interpolation '{interpolation}' is not one of {sorted(INTERPOLATIONS)}")
+            raise ConfigError(f"interpolation '{interpolation}' is not one of {sorted(INTERPOLATIONS)}")
         self.index: EvalSplitIndex = index_eval_split(split_dir, radius, parameter)
         self.image_size = None if image_size is None else tuple(image_size)
         self.interpolation = interpolation
@@ -194,7 +214,14 @@ class EvalDataset(Dataset):
         return self.database_paths[i] if i < self.num_database else self.query_paths[i - self.num_database]
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        return load_image(self.path(i), self.image_size, self.interpolation), i
+        path = self.path(i)
+        cache = process_cache()  # decoded once per process, reused across epochs and runs
+        key = cache.key(path, self.image_size, self.interpolation)
+        image = cache.get(key)
+        if image is None:
+            image = load_image(path, self.image_size, self.interpolation)
+            cache.put(key, image)
+        return image, i
 
     def __repr__(self) -> str:
         return (f"EvalDataset({self.name}: {self.num_database} database, {self.num_queries} queries, "

@@ -16,7 +16,7 @@ from pipeline.data.formats import (
     parse_image_name,
     read_city_csv,
 )
-from pipeline.errors import UserError
+from pipeline.errors import ConfigError, UserError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
@@ -50,7 +50,7 @@ def compute_positives(database_utm: np.ndarray, query_utm: np.ndarray,
     database_utm = np.asarray(database_utm, dtype=np.float64).reshape(-1, 2)
     query_utm = np.asarray(query_utm, dtype=np.float64).reshape(-1, 2)
     if radius < 0:
-        raise ValueError(f"positive radius must be >= 0 metres, got {radius}")
+        raise ConfigError(f"positive radius must be >= 0 metres, got {radius}")
     if len(database_utm) == 0:
         return [np.zeros(0, dtype=np.int64) for _ in range(len(query_utm))]
     tree = cKDTree(database_utm)

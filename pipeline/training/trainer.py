@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from pipeline.config import RunConfig, config_hash, dump_config
 from pipeline.data.datasets import EvalDataset, PlaceBatchSampler, TrainPlacesDataset, collate_places
+from pipeline.data.device_augment import DeviceAugment
 from pipeline.data.transforms import normalize
 from pipeline.evaluation import evaluate
 from pipeline.training.checkpoints import load_checkpoint, rng_state, save_checkpoint, set_rng_state
@@ -86,7 +87,8 @@ def train(cfg: RunConfig, out_dir: str | Path | None = None, resume: bool = Fals
 
     train_set = TrainPlacesDataset(cfg.data.train_root, cfg.training.images_per_place,
                                    cfg.data.min_images_per_place, cfg.data.cities,
-                                   tuple(cfg.data.image_size), parameter="data.train_root")
+                                   tuple(cfg.data.image_size), parameter="data.train_root",
+                                   augment=cfg.data.augment, image_cache=cfg.data.image_cache)
     val_set = EvalDataset(cfg.data.val_root, tuple(cfg.evaluation.resize), cfg.evaluation.interpolation,
                           cfg.evaluation.positive_radius_m, parameter="data.val_root")
     sampler = PlaceBatchSampler(len(train_set), cfg.training.places_per_batch, seed=cfg.seed,
@@ -168,14 +170,15 @@ def _run_epochs(ctx: _Context, state: TrainState, model, loader, sampler, val_se
 
 
 def make_train_step(model, loss_fn, miner, optimizer, device: torch.device, precision: str,
-                    channels_last: bool, max_grad_norm: float | None = None
-                    ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+                    channels_last: bool, max_grad_norm: float | None = None,
+                    augment: Callable | None = None) -> Callable[..., torch.Tensor]:
     """One optimisation step on a uint8 batch: copy, normalise on the device, forward (bf16 autocast
     when asked), mine, loss, backward, step. Returns the detached loss without reading it back."""
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
-    def step(images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        x = normalize(images.to(device, non_blocking=True))
+    def step(images: torch.Tensor, labels: torch.Tensor, ops: torch.Tensor | None = None) -> torch.Tensor:
+        x = images.to(device, non_blocking=True)
+        x = normalize(augment(x, ops) if augment is not None else x)  # data.augment on the device
         labels = labels.to(device, non_blocking=True)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -208,9 +211,9 @@ def _train_one_epoch(ctx: _Context, epoch: int, model, loader, loss_fn, miner, o
     bar = tqdm(loader, desc=f"epoch {epoch}", unit="batch", disable=not ctx.progress, leave=False)
     start = time.perf_counter()
     step = make_train_step(model, loss_fn, miner, optimizer, device, ctx.precision, ctx.channels_last,
-                           cfg.training.max_grad_norm)
-    for images, labels in bar:
-        loss_sum += step(images, labels)
+                           cfg.training.max_grad_norm, DeviceAugment(cfg.data.augment))
+    for images, labels, ops in bar:
+        loss_sum += step(images, labels, ops)
         scheduler.step_batch()
         steps += 1
         images_seen += images.shape[0]
