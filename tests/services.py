@@ -156,10 +156,10 @@ def mlflow_server(postgres: Postgres, tmp_path_factory) -> Iterator[MlflowServer
     except (RuntimeError, TimeoutError) as err:
         raise RuntimeError(f"{err}; server log:\n{log.read_text()[-3000:]}") from None
     finally:
-        _stop_group(proc)
+        stop_group(proc)
 
 
-def _stop_group(proc: subprocess.Popen) -> None:
+def stop_group(proc: subprocess.Popen) -> None:
     """SIGTERM the server's process group (it has workers), SIGKILL after 30 s."""
     for sig, wait in ((signal.SIGTERM, 30), (signal.SIGKILL, None)):
         try:
