@@ -43,3 +43,41 @@ def register(sub: argparse._SubParsersAction) -> None:
     tune_run.add_argument("--runs-dir", default="runs")
     tune_run.add_argument("--out", default="reports/tuning", help="output folder (default reports/tuning)")
     tune_run.set_defaults(func=_tune_run)
+    _register_dashboard(tune_sub)
+
+
+def _tune_dashboard(args: argparse.Namespace) -> int:
+    """Serve optuna-dashboard on one tuning's storage (its journal file, or --storage URL) until Ctrl-C."""
+    from pipeline.errors import UserError
+    from pipeline.sweeps.tuning import TuningError, open_storage
+
+    try:
+        from optuna_dashboard import run_server
+    except ImportError:
+        raise UserError("optuna-dashboard is not installed: pip install -e '.[services]'") from None
+    if args.storage is None:
+        if not args.tuning:
+            raise UserError("vpr tune dashboard: give a tuning (file or id, e.g. tune_s003_fig2) or --storage URL")
+        tuning_id = Path(args.tuning).name.removesuffix(".yaml")
+        journal = Path(args.journal_dir) / f"{tuning_id}.journal"
+        if not journal.is_file():  # open_storage would create an empty one
+            raise TuningError(f"no tuning storage {journal}: run `vpr tune run` on {tuning_id} first, "
+                              "or pass --storage URL")
+    else:
+        tuning_id = "-"
+    storage, label = open_storage(args.storage, tuning_id, root=args.journal_dir)
+    print(f"optuna-dashboard for {label} on http://{args.host}:{args.port}", flush=True)
+    run_server(storage, host=args.host, port=args.port)
+    return 0
+
+
+def _register_dashboard(tune_sub: argparse._SubParsersAction) -> None:
+    dash = tune_sub.add_parser("dashboard", help="optuna-dashboard on a tuning's storage",
+                               description="Serve Optuna's own dashboard (optuna-dashboard, extra `services`) "
+                               "on the JournalStorage file of a tuning (optuna/<id>.journal) or on an RDB URL.")
+    dash.add_argument("tuning", nargs="?", help="tuning file or id (its storage is optuna/<id>.journal)")
+    dash.add_argument("--storage", default=None, help="Optuna storage URL instead (e.g. postgresql://...)")
+    dash.add_argument("--journal-dir", default="optuna", help="folder of the journal files (default optuna)")
+    dash.add_argument("--host", default="127.0.0.1")
+    dash.add_argument("--port", type=int, default=8080)
+    dash.set_defaults(func=_tune_dashboard)

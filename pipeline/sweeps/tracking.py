@@ -20,6 +20,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
+from pipeline.errors import UserError
+
 log = logging.getLogger(__name__)
 
 EXPERIMENT = "vpr-sweep"
@@ -41,13 +43,24 @@ def default_artifact_root(project_dir: str | Path = ".") -> str:
     return (Path(project_dir).resolve() / "mlartifacts").as_uri()
 
 
+class TrackingStoreError(UserError):
+    """The MLflow store (a server, a database) stayed unreachable: the user starts it or fixes the URI."""
+
+
 def metric_key(name: str) -> str:
-    """MLflow forbids '@' in keys: 'val_recall@1' -> 'val_recall_at_1'."""
+    """The MLflow-safe form of a metric name ('@' is forbidden in keys: 'recall@1' -> 'recall_at_1').
+
+    Names of Recall@N come from `pipeline.data.catalog.recall_metric` and are safe already; this
+    only guards names built elsewhere, so a stray '@' never makes MLflow reject a whole batch.
+    """
     return name.replace("@", "_at_")
 
 
-def _retry(fn: Callable[[], T], what: str, attempts: int = 8) -> T:
-    """Call `fn`, retrying on transient store errors (SQLite 'database is locked', HTTP hiccups)."""
+def _retry(fn: Callable[[], T], what: str, attempts: int = 8, uri: str | None = None) -> T:
+    """Call `fn`, retrying on transient store errors (SQLite 'database is locked', HTTP hiccups).
+
+    A store still unreachable after the last attempt is a `TrackingStoreError` naming `uri`.
+    """
     delay = 0.2
     for attempt in range(attempts):
         try:
@@ -55,7 +68,13 @@ def _retry(fn: Callable[[], T], what: str, attempts: int = 8) -> T:
         except Exception as err:  # MLflow wraps store errors in several exception types
             text = str(err).lower()
             transient = any(s in text for s in ("locked", "busy", "timeout", "temporarily", "connection"))
-            if not transient or attempt == attempts - 1:
+            if not transient:
+                raise
+            if attempt == attempts - 1:
+                if uri is not None and "connection" in text:
+                    raise TrackingStoreError(
+                        f"MLflow store {uri} unreachable ({what}): start the tracking server or fix "
+                        f"MLFLOW_TRACKING_URI") from err
                 raise
             log.warning("MLflow %s failed (%s); retrying in %.1f s", what, err, delay)
             time.sleep(delay * (1 + random.random()))
@@ -73,7 +92,8 @@ class Tracker:
         self.tracking_uri = tracking_uri or default_tracking_uri()
         with _sqlite_init_lock(self.tracking_uri):  # the client creates the schema on construction
             self.client = MlflowClient(tracking_uri=self.tracking_uri)
-            _retry(lambda: self.client.get_experiment_by_name(experiment), "open store")
+            _retry(lambda: self.client.get_experiment_by_name(experiment), "open store", attempts=5,
+                   uri=self.tracking_uri)
         self.experiment_name = experiment
         self.artifact_root = artifact_root
         self._experiment_id: str | None = None
