@@ -1,10 +1,11 @@
-"""`vpr tune run`: Optuna tuning."""
+"""`vpr tune run` and `vpr tune dashboard`: Optuna tuning and its dashboard."""
 
 from __future__ import annotations
 
 import argparse
 import os
 import sys
+from pathlib import Path
 
 
 def _tune_run(args: argparse.Namespace) -> int:
