@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from pipeline.reporting.collect import PlanFileError, collect
-from pipeline.sweeps.study import expand_study, load_study
+from pipeline.sweeps.plan import expand_study
+from pipeline.sweeps.study import load_study
 from pipeline.sweeps.tracking import Tracker
 
 STUDY = Path(__file__).resolve().parents[1] / "experiments" / "s003_table2_poolings.yaml"
