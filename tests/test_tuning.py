@@ -157,7 +157,7 @@ def test_two_workers_survive_a_killed_worker_and_a_rerun(embedded_root, tmp_path
 
     out_dir = project / "reports" / "tuning" / "tune_kill"
     best = json.loads((out_dir / "best_params.json").read_text())
-    assert {"lr", "weight_decay", "val_recall@1"} <= set(best["adamw"])
+    assert {"lr", "weight_decay", "val_recall_at_1"} <= set(best["adamw"])
     for name in ("optimization_history", "lr_wd", "param_importances"):
         assert (out_dir / f"{name}.png").stat().st_size > 5000 and (out_dir / f"{name}.pdf").exists()
 

@@ -323,7 +323,7 @@ def lr_schedule(config: Mapping[str, Any], steps_per_epoch: int | None = None,
     import torch
 
     from pipeline.config import config_from_dict
-    from pipeline.training.components import build_optimizer, build_scheduler
+    from pipeline.components.optim import build_optimizer, build_scheduler
 
     cfg = config_from_dict(dict(config))
     if steps_per_epoch is not None:
@@ -342,7 +342,7 @@ def lr_schedule(config: Mapping[str, Any], steps_per_epoch: int | None = None,
             driver.step_batch()
         given = metrics[epoch] if metrics is not None and epoch < len(metrics) else {}
         driver.step_epoch({"train_loss": float(given.get("train_loss", 1.0)),
-                           "val_recall@1": float(given.get("val_recall@1", 50.0))})
+                           "val_recall_at_1": float(given.get("val_recall_at_1", given.get("val_recall@1", 50.0)))})
     return LRSchedule(np.arange(epochs * spe) / spe, lrs, spe, epochs, source,
                       _describe_scheduler(cfg, epochs))
 

@@ -114,7 +114,7 @@ def _train_and_test(tracker: Tracker, run_id: str, spec: Mapping[str, Any], run_
 
         summary = train(cfg, out_dir=run_dir, resume=(run_dir / "last.pt").exists(), progress=progress,
                         callbacks=[log_epoch])
-    tracker.log(run_id, metrics={"best_val_recall@1": summary["best_val_recall@1"],
+    tracker.log(run_id, metrics={"best_val_recall@1": summary["best_val_recall_at_1"],
                                  "best_epoch": summary["best_epoch"]})
     for name in ("config.yaml", "history.json", "summary.json", "best.pt"):
         tracker.log_artifact(run_id, run_dir / name)

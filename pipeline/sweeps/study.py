@@ -38,7 +38,7 @@ from pipeline.config import (
     nest_dotted,
 )
 from pipeline.errors import read_yaml
-from pipeline.training.components import OPTIMIZERS
+from pipeline.components.optim import OPTIMIZERS
 
 __all__ = [
     "DATASETS", "KINDS", "METRICS", "PROFILE_FIXED", "Cell", "PlannedRun", "Study", "StudyError", "Variant",

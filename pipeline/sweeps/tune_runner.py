@@ -156,10 +156,10 @@ def _objective(trial, tuning, optimizer: str, space, spec: dict, tracker: Tracke
         tracker.set_status(run_id, "failed", error=f"{type(err).__name__}: {err}")
         tracker.log(run_id, tags={"vpr.trial_state": "failed"})
         raise
-    tracker.log(run_id, metrics={"best_val_recall@1": summary["best_val_recall@1"]},
+    tracker.log(run_id, metrics={"best_val_recall@1": summary["best_val_recall_at_1"]},
                 tags={"vpr.trial_state": "complete"})
     tracker.set_status(run_id, "finished")
-    return summary["best_val_recall@1"]
+    return summary["best_val_recall_at_1"]
 
 
 if __name__ == "__main__":

@@ -29,13 +29,14 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from pipeline.components.optim import OPTIMIZERS
 from pipeline.config import ConfigError, config_from_layers, nest_dotted
+from pipeline.data.catalog import VALIDATION, recall_metric
 from pipeline.sweeps.study import profile_run, roots_layer
-from pipeline.training.components import OPTIMIZERS
 
 log = logging.getLogger(__name__)
 
-METRIC = "val_recall@1"
+METRIC = recall_metric(VALIDATION.key, 1, per_epoch=True)  # the trainer's per-epoch key
 JOURNAL_LOCK_GRACE_S = 10
 
 
