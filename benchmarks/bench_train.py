@@ -19,9 +19,11 @@ from torch.utils.data import DataLoader
 from pipeline.config import load_config
 from pipeline.data.datasets import EvalDataset, PlaceBatchSampler, TrainPlacesDataset, collate_places
 from pipeline.evaluation import extract_descriptors
-from pipeline.training.components import build_loss, build_miner, build_optimizer
-from pipeline.training.reproducibility import resolve_device, resolve_precision
-from pipeline.training.trainer import make_train_step, model_from_config
+from pipeline.components.losses import build_loss, build_miner
+from pipeline.components.optim import build_optimizer
+from pipeline.evaluation.device import resolve_device, resolve_precision
+from pipeline.models import model_from_config
+from pipeline.training.trainer import make_train_step
 
 
 def _sync(device: torch.device) -> None:

@@ -2,24 +2,9 @@
 
 A run is described by one `RunConfig`; its defaults are the GSV-Cities ResNet-18 recipe
 (ResNet-18 cut after layer3, avg pooling, MultiSimilarity loss + miner, SGD 0.05 with MultiStepLR
-and 600 warmup steps, 100 places x 4 images, 320x320). See `DEFAULT_YAML` for the full listing.
+and 600 warmup steps, 100 places x 4 images, 320x320); `default_dict()` lists it in full.
 
-Layering (`load_config`, `config_from_dict`): recipe defaults <- YAML file <- `--set` overrides;
-`config_from_layers`: recipe defaults <- any number of layers (nested and/or dotted keys, see
-`nest_dotted`), each applied as one file would be.
-Sections merge key by key, with two exceptions:
-- Component sections (`loss`, `miner`, `optimizer`, `scheduler`, `model.aggregator`) are tagged by
-  `name`. A layer that changes the name replaces the whole section: the new component starts from
-  its own defaults plus what that same layer gives. So `--set optimizer.name=adam` on the SGD
-  recipe gives Adam with torch's defaults (lr 1e-3), not Adam with SGD's momentum (an error) or
-  SGD's lr 0.05 (a silent, diverging change). A layer that keeps or omits the name merges into the
-  section (`--set optimizer.lr=0.01` keeps SGD's momentum). Overrides count as one layer, so
-  `--set optimizer.lr=1e-4 --set optimizer.name=adam` is Adam at 1e-4 in either order. A bare
-  name is shorthand for all-default params: `miner: none`, `--set loss=triplet`.
-  Component defaults are per component, not the recipe's: e.g. warmup_steps is 0 unless given,
-  the recipe sets 600 on its multistep scheduler.
-- Mapping values (`data.test_roots`) given in a file replace the default mapping; an override of
-  one entry (`--set data.test_roots.pitts=...`) adds or changes that entry.
+Layering (defaults <- files <- overrides) and its merge rules: `pipeline.config_layers`.
 
 Paths in the config are not checked for existence here: a config is planned and hashed on one
 machine and may run on another. Sizes are `[height, width]`.
@@ -31,18 +16,16 @@ such as cosine T_max made explicit). `NON_SEMANTIC_FIELDS` lists what is left ou
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
@@ -53,26 +36,21 @@ from pydantic import (
 from pipeline.data.augment import AugmentConfig
 from pipeline.errors import (
     ConfigError,
-    UniqueKeyLoader,
     format_validation_error,
     read_yaml,
 )
-from pipeline.training.components import (
-    LOSSES,
-    MINERS,
-    OPTIMIZERS,
-    SCHEDULERS,
-    ComponentConfig,
+from pipeline.components.losses import (
     LossConfig,
     MinerConfig,
     MultiSimilarityLossConfig,
     MultiSimilarityMinerConfig,
-    MultiStepConfig,
-    OptimizerConfig,
-    SchedulerConfig,
-    SGDConfig,
     check_compatibility,
 )
+from pipeline.components.optim import MultiStepConfig, OptimizerConfig, SchedulerConfig, SGDConfig
+from pipeline.models.aggregators import AGGREGATORS, AggregatorConfig
+from pipeline.models.aggregators.avg import AvgParams
+from pipeline.config_layers import COMPONENT_SECTIONS, merge, nest_dotted, parse_overrides
+from pipeline.models.backbones import BACKBONES, check_crop, check_freeze
 
 __all__ = [
     "AGGREGATORS", "ConfigError", "DataConfig", "EvaluationConfig", "ModelConfig", "NON_SEMANTIC_FIELDS",
@@ -104,67 +82,6 @@ Size = tuple[Annotated[int, Field(ge=1)], Annotated[int, Field(ge=1)]]
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
-
-
-# ---------------------------------------------------------------------------------------------
-# Aggregators: names and parameters as pipeline.models.aggregators builds them. Kept here so a
-# config validates without importing the model code; tests cross-check the two.
-
-class AvgAggregatorConfig(ComponentConfig):
-    """Global average pooling (+ L2 normalisation)."""
-
-    name: Literal["avg"] = "avg"
-
-
-class GeMAggregatorConfig(ComponentConfig):
-    """Generalised mean pooling; p is learnable, initialised to `p`."""
-
-    name: Literal["gem"] = "gem"
-    p: float = Field(3.0, gt=0)
-    eps: float = Field(1e-6, gt=0)
-
-
-class MixVPRAggregatorConfig(ComponentConfig):
-    """MixVPR feature mixer; input channels and h x w are taken from the backbone's feature map."""
-
-    name: Literal["mixvpr"] = "mixvpr"
-    out_channels: int = Field(512, ge=1)
-    mix_depth: int = Field(4, ge=1)
-    mlp_ratio: float = Field(1.0, gt=0)
-    out_rows: int = Field(4, ge=1)
-
-
-class CosPlaceAggregatorConfig(ComponentConfig):
-    """CosPlace head: GeM + linear projection to `out_dim`."""
-
-    name: Literal["cosplace"] = "cosplace"
-    out_dim: int = Field(512, ge=1)
-
-
-class ConvAPAggregatorConfig(ComponentConfig):
-    """Conv-AP: 1x1 conv to `out_channels`, adaptive average pooling to s1 x s2."""
-
-    name: Literal["convap"] = "convap"
-    out_channels: int = Field(512, ge=1)
-    s1: int = Field(2, ge=1)
-    s2: int = Field(2, ge=1)
-
-
-AGGREGATORS: dict[str, type[ComponentConfig]] = {
-    "avg": AvgAggregatorConfig,
-    "gem": GeMAggregatorConfig,
-    "mixvpr": MixVPRAggregatorConfig,
-    "cosplace": CosPlaceAggregatorConfig,
-    "convap": ConvAPAggregatorConfig,
-}
-
-
-def _name_shorthand(value: Any) -> Any:
-    return {"name": value} if isinstance(value, str) else value
-
-
-AggregatorConfig = Annotated[Union[tuple(AGGREGATORS.values())], Field(discriminator="name"),  # noqa: UP007
-                             BeforeValidator(_name_shorthand)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -208,28 +125,30 @@ class DataConfig(_Section):
 class ModelConfig(_Section):
     """Backbone (torchvision ResNet, cut and frozen GSV-Cities style) and aggregator."""
 
-    backbone: Literal["resnet18", "resnet34", "resnet50"] = "resnet18"
+    backbone: str = "resnet18"  # a name of pipeline.models.backbones.BACKBONES
     pretrained: Annotated[str, Field(min_length=1)] = "imagenet"  # imagenet | none | path to a .pth
     layers_to_crop: list[int] = Field(default_factory=lambda: [4])
-    layers_to_freeze: int = Field(2, ge=0, le=4)
-    aggregator: AggregatorConfig = Field(default_factory=AvgAggregatorConfig)
+    layers_to_freeze: int = Field(2, ge=0)
+    aggregator: AggregatorConfig = Field(default_factory=AvgParams)
+
+    @field_validator("backbone")
+    @classmethod
+    def _backbone(cls, name: str) -> str:
+        if name not in BACKBONES:
+            raise ValueError(f"unknown backbone {name!r} (valid: {', '.join(BACKBONES)})")
+        return name
 
     @field_validator("layers_to_crop")
     @classmethod
     def _crop(cls, crop: list[int]) -> list[int]:
-        if any(x not in (3, 4) for x in crop):
-            raise ValueError(f"may only contain 3 and 4, got {crop}")
-        crop = sorted(set(crop))
-        if crop == [3]:
-            raise ValueError("[3] is invalid: layer4 consumes layer3's output; use [4] or [3, 4]")
-        return crop
+        return list(check_crop(crop))  # the backbone's own rule, defined once there
 
     @model_validator(mode="after")
     def _freeze(self) -> ModelConfig:
-        kept = 4 - len(self.layers_to_crop)
-        if self.layers_to_freeze > kept:
-            raise ValueError(f"layers_to_freeze: {self.layers_to_freeze} exceeds the {kept} residual "
-                             f"stages left after cropping {self.layers_to_crop}")
+        try:
+            check_freeze(self.layers_to_freeze, self.layers_to_crop)
+        except ValueError as err:
+            raise ValueError(f"layers_to_freeze: {err}") from None
         return self
 
 
@@ -321,73 +240,13 @@ class RunConfig(_Section):
         return self.model_dump(mode="json")
 
 
-# Paths of the tagged-union sections -> (label, registry); section paths -> model class.
-COMPONENT_SECTIONS: dict[tuple[str, ...], tuple[str, Mapping[str, type[BaseModel]]]] = {
-    ("loss",): ("loss", LOSSES),
-    ("miner",): ("miner", MINERS),
-    ("optimizer",): ("optimizer", OPTIMIZERS),
-    ("scheduler",): ("scheduler", SCHEDULERS),
-    ("model", "aggregator"): ("aggregator", AGGREGATORS),
-}
 SECTION_MODELS: dict[tuple[str, ...], type[BaseModel]] = {
     (): RunConfig, ("data",): DataConfig, ("data", "augment"): AugmentConfig, ("model",): ModelConfig,
     ("training",): TrainingConfig, ("evaluation",): EvaluationConfig,
 }
-_MAPPING_FIELDS = {("data", "test_roots")}
-
-
 def default_dict() -> dict[str, Any]:
     """The recipe defaults as a plain dict."""
     return RunConfig().to_dict()
-
-
-# ---------------------------------------------------------------------------------------------
-# Merging
-
-
-def _merge(base: Any, layer: Any, path: tuple[str, ...] = (),
-           whole: frozenset[tuple[str, ...]] | set[tuple[str, ...]] = frozenset(_MAPPING_FIELDS)) -> Any:
-    """`layer` over `base` (see the module docstring); `whole` = paths whose value replaces."""
-    if path in COMPONENT_SECTIONS:
-        layer = _name_shorthand(layer)
-        if (isinstance(layer, dict) and isinstance(base, dict) and "name" in layer
-                and layer["name"] != base.get("name")):
-            return copy.deepcopy(layer)
-    if path in whole or not (isinstance(base, dict) and isinstance(layer, dict)):
-        return copy.deepcopy(layer)
-    out = copy.deepcopy(base)
-    for key, value in layer.items():
-        out[key] = _merge(base[key], value, path + (key,), whole) if key in base else copy.deepcopy(value)
-    return out
-
-
-def _parse_overrides(overrides: Sequence[str]) -> tuple[dict[str, Any], dict[str, str], set[tuple[str, ...]]]:
-    """`key.path=value` strings -> (nested layer, {dotted key: raw text}, paths given whole)."""
-    if isinstance(overrides, str):
-        overrides = [overrides]
-    layer: dict[str, Any] = {}
-    origins: dict[str, str] = {}
-    for raw in overrides:
-        key, sep, text = raw.partition("=")
-        parts = key.strip().split(".")
-        if not sep or not all(parts):
-            raise ConfigError(f"override {raw!r}: expected KEY.PATH=VALUE, e.g. training.epochs=3")
-        try:
-            value = yaml.load(text, Loader=UniqueKeyLoader) if text.strip() else None  # noqa: S506
-        except yaml.YAMLError as err:
-            raise ConfigError(f"override {raw!r}: the value is not valid YAML ({err})") from None
-        node = layer
-        for i, part in enumerate(parts[:-1]):
-            if tuple(parts[:i + 1]) in COMPONENT_SECTIONS:  # `loss=fastap` then `loss.distance=...`
-                node[part] = _name_shorthand(node.get(part, {}))
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"override {raw!r}: {'.'.join(parts[:i + 1])} was set to a value by an "
-                                  f"earlier override")
-        node[parts[-1]] = value
-        origins[".".join(parts)] = raw
-    whole = {tuple(k.split(".")) for k in origins} & _MAPPING_FIELDS
-    return layer, origins, whole
 
 
 def _validate(merged: Mapping[str, Any], source: str | None = None,
@@ -415,61 +274,7 @@ def config_from_dict(d: Mapping[str, Any] | None = None, source: str | None = No
     """Validate `d` merged over the recipe defaults (same rules as a YAML file)."""
     if d is not None and not isinstance(d, Mapping):
         raise ConfigError(f"a run config must be a mapping of sections, got {type(d).__name__}", source)
-    return _validate(_merge(default_dict(), dict(d or {})), source)
-
-
-def nest_dotted(layer: Mapping[str, Any], source: str | None = None) -> dict[str, Any]:
-    """A layer with dotted keys (`{"optimizer.lr": 1e-3}`) as nested dicts (`{"optimizer": {"lr": 1e-3}}`).
-
-    Dotted and nested keys may be mixed at any depth (`{"model": {"aggregator.name": "gem"}}`).
-    A bare component name met on the way becomes its mapping, so `{"loss": "triplet",
-    "loss.margin": 1.0}` is `{"loss": {"name": "triplet", "margin": 1.0}}`. Keys inside mapping
-    values (`data.test_roots`) are names, not paths, and are kept whole. A key path given twice is
-    an error (ConfigError naming `source` and the path) rather than a silent last-one-wins.
-    """
-    if not isinstance(layer, Mapping):
-        raise ConfigError(f"a config layer must be a mapping of keys, got {type(layer).__name__}", source)
-    out: dict[str, Any] = {}
-    _insert_layer(out, layer, (), source)
-    return out
-
-
-def _as_section(parent: dict[str, Any], key: str, path: tuple[str, ...], source: str | None) -> dict[str, Any]:
-    """The dict at parent[key], created if absent, from a bare component name if one is there."""
-    if key not in parent:
-        parent[key] = {}
-    elif isinstance(parent[key], str) and path in COMPONENT_SECTIONS:
-        parent[key] = {"name": parent[key]}
-    elif not isinstance(parent[key], dict):
-        raise ConfigError(f"{'.'.join(path)}: given a value ({parent[key]!r}) and also used as a section", source)
-    return parent[key]
-
-
-def _insert_layer(node: dict[str, Any], layer: Mapping[str, Any], prefix: tuple[str, ...],
-                  source: str | None) -> None:
-    for key, value in layer.items():
-        if prefix in _MAPPING_FIELDS:
-            parts = [str(key)]
-        else:
-            if not isinstance(key, str):
-                raise ConfigError(f"{'.'.join(prefix + (str(key),))}: keys must be strings, got {key!r}", source)
-            parts = key.split(".")
-            if not all(parts):
-                raise ConfigError(f"{'.'.join(prefix) or '<root>'}: key {key!r} has an empty part", source)
-        parent = node
-        for i, part in enumerate(parts[:-1]):
-            parent = _as_section(parent, part, prefix + tuple(parts[:i + 1]), source)
-        leaf, path = parts[-1], prefix + tuple(parts)
-        if isinstance(value, Mapping):
-            _insert_layer(_as_section(parent, leaf, path, source), value, path, source)
-        elif leaf not in parent:
-            parent[leaf] = copy.deepcopy(value)
-        elif (path in COMPONENT_SECTIONS and isinstance(value, str) and isinstance(parent[leaf], dict)
-              and "name" not in parent[leaf]):
-            parent[leaf]["name"] = value  # `loss.margin: 1` first, then `loss: triplet`
-        else:
-            raise ConfigError(f"{'.'.join(path)}: given twice in one layer (as a dotted and a nested key?)",
-                              source)
+    return _validate(merge(default_dict(), dict(d or {})), source)
 
 
 def config_from_layers(layers: Sequence[Mapping[str, Any]], source: str | None = None) -> RunConfig:
@@ -487,7 +292,7 @@ def config_from_layers(layers: Sequence[Mapping[str, Any]], source: str | None =
     merged = default_dict()
     for layer in layers:
         if layer is not None:
-            merged = _merge(merged, nest_dotted(layer, source))
+            merged = merge(merged, nest_dotted(layer, source))
     return _validate(merged, source)
 
 
@@ -501,10 +306,10 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
     merged = default_dict()
     if path is not None:
         source = str(path)
-        merged = _merge(merged, read_yaml(Path(path)))
-    layer, origins, whole = _parse_overrides(overrides)
+        merged = merge(merged, read_yaml(Path(path)))
+    layer, origins, whole = parse_overrides(overrides)
     # Overrides set leaves: `data.test_roots.x=...` adds an entry, `data.test_roots={...}` replaces.
-    merged = _merge(merged, layer, whole=whole)
+    merged = merge(merged, layer, whole=whole)
     return _validate(merged, source, origins)
 
 
@@ -553,5 +358,3 @@ def config_hash(cfg: RunConfig | Mapping[str, Any]) -> str:
     text = json.dumps(payload, sort_keys=True, separators=(",", ":"), allow_nan=False)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
 
-
-DEFAULT_YAML = yaml.safe_dump(RunConfig().to_dict(), sort_keys=False, default_flow_style=None)

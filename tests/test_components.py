@@ -14,9 +14,10 @@ from pytorch_metric_learning import distances as pml_distances
 from pytorch_metric_learning import losses as pml_losses
 from pytorch_metric_learning import miners as pml_miners
 
-from pipeline.training.components import (DISTANCES, LOSSES, MINERS, OPTIMIZERS, SCHEDULERS, ConfigError,
-                                          SchedulerDriver, build_loss, build_miner, build_optimizer,
-                                          build_scheduler, check_compatibility)
+from pipeline.components.losses import DISTANCES, LOSSES, MINERS, build_loss, build_miner, check_compatibility
+from pipeline.components.optim import (OPTIMIZERS, SCHEDULERS, SchedulerDriver, build_optimizer,
+                                       build_scheduler)
+from pipeline.errors import ConfigError
 
 
 def _params() -> list[torch.nn.Parameter]:
@@ -277,7 +278,7 @@ def _run_epochs(driver: SchedulerDriver, opt: torch.optim.Optimizer, epochs: int
         for _ in range(steps):
             opt.step()
             driver.step_batch()
-        driver.step_epoch({"train_loss": 1.0 if metric is None else metric, "val_recall@1": 50.0})
+        driver.step_epoch({"train_loss": 1.0 if metric is None else metric, "val_recall_at_1": 50.0})
     return lrs
 
 
@@ -383,11 +384,11 @@ def test_plateau_on_recall_maximises() -> None:
     driver = build_scheduler({"name": "plateau", "monitor": "val_recall@1", "patience": 0}, opt, 1, 10)
     assert driver.scheduler.mode == "max"
     for recall in (10.0, 20.0, 30.0):  # improving recall: no reduction
-        driver.step_epoch({"val_recall@1": recall, "train_loss": 5.0})
+        driver.step_epoch({"val_recall_at_1": recall, "train_loss": 5.0})
     assert driver.current_lr() == 1.0
-    driver.step_epoch({"val_recall@1": 30.0})  # flat: reduce
+    driver.step_epoch({"val_recall_at_1": 30.0})  # flat: reduce
     assert driver.current_lr() == pytest.approx(0.1)
-    with pytest.raises(ValueError, match="val_recall@1"):
+    with pytest.raises(ValueError, match="val_recall_at_1"):
         driver.step_epoch({"train_loss": 1.0})
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import re
 from pathlib import Path
 
@@ -312,15 +311,24 @@ def test_non_semantic_fields_exist_and_are_excluded() -> None:
         assert leaf not in sem
 
 
-# --- aggregator table vs the models module ---------------------------------------------------
+# --- one definition per component ----------------------------------------------------------
 
-def test_aggregator_table_matches_models_module() -> None:
-    # config.py keeps its own table so configs validate without model code; it must agree.
-    try:
-        module = importlib.import_module("pipeline.models.aggregators")
-    except ImportError:
-        pytest.skip("pipeline.models.aggregators not written yet")
-    assert list(module.AGGREGATORS) == list(AGGREGATORS)
+def test_model_section_validates_against_the_model_registries() -> None:
+    # The config has no tables of its own: aggregator parameters and backbone names are the models'.
+    from pipeline.models import BACKBONES
+    from pipeline.models.aggregators import AGGREGATORS as MODEL_AGGREGATORS, aggregator_defaults
+    assert AGGREGATORS is MODEL_AGGREGATORS
     for name, model in AGGREGATORS.items():
-        ours = model().model_dump(exclude={"name"})
-        assert ours == module.aggregator_defaults(name), name
+        assert model().params() == aggregator_defaults(name), name
+    for name in BACKBONES:
+        assert load_config(None, [f"model.backbone={name}"]).model.backbone == name
+    assert f"valid: {', '.join(BACKBONES)}" in _error(["model.backbone=vgg16"])
+    assert "model.layers_to_crop" in _error(["model.layers_to_crop=[3]"])
+    assert "layers_to_freeze" in _error(["model.layers_to_freeze=4"])
+
+
+def test_plateau_monitor_accepts_the_metric_key_as_the_same_value() -> None:
+    old = load_config(None, ["scheduler={name: plateau, monitor: val_recall@1}"])
+    new = load_config(None, ["scheduler={name: plateau, monitor: val_recall_at_1}"])
+    assert old.scheduler.monitor == new.scheduler.monitor == "val_recall@1"
+    assert config_hash(old) == config_hash(new)

@@ -9,6 +9,8 @@ import pytest
 import torch
 import torchvision
 
+from pipeline.config import ModelConfig, config_from_dict
+from pipeline.errors import UserError
 from pipeline.models import (
     AGGREGATORS,
     IMAGENET_WEIGHTS,
@@ -20,10 +22,16 @@ from pipeline.models import (
     build_model,
     describe_output_dims,
     imagenet_weights_path,
+    model_from_config,
     output_dims_markdown,
 )
 
 SIZE = (64, 64)
+
+
+def _model_cfg(**fields) -> ModelConfig:
+    """A validated `model:` section, random init and nothing frozen unless given (as YAML would give it)."""
+    return config_from_dict({"model": {"pretrained": "none", "layers_to_freeze": 0, **fields}}).model
 
 
 @pytest.fixture(autouse=True)
@@ -119,7 +127,7 @@ def test_pretrained_imagenet_from_hub_cache(tmp_path, monkeypatch):
     assert imagenet_weights_path("resnet18") == target
     target.parent.mkdir(parents=True)
     torch.save(state, target)
-    model = build_model("resnet18", "imagenet", [4], aggregator="gem", image_size=SIZE)
+    model = build_model(ModelConfig(pretrained="imagenet", layers_to_freeze=0, aggregator="gem"), SIZE)
     assert torch.equal(model.backbone.layer3[1].conv2.weight, state["layer3.1.conv2.weight"])
 
 
@@ -127,7 +135,7 @@ def test_missing_imagenet_weights_message(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     expected = tmp_path / "hub" / "checkpoints" / "resnet18-f37072fd.pth"
     with pytest.raises(PretrainedWeightsNotFound) as info:
-        build_model("resnet18", "imagenet", image_size=SIZE)
+        build_model(ModelConfig(pretrained="imagenet"), SIZE)
     message = str(info.value)
     assert str(expected) in message
     assert IMAGENET_WEIGHTS["resnet18"].url in message
@@ -205,17 +213,17 @@ def test_gem_p_is_learnable():
 
 
 def test_aggregator_errors():
-    with pytest.raises(ValueError, match="avg, gem, mixvpr, cosplace, convap"):
+    with pytest.raises(UserError, match="unknown aggregator 'netvlad' .valid: avg, gem, mixvpr, cosplace, convap"):
         build_aggregator("netvlad", 8, 2, 2)
-    with pytest.raises(ValueError, match="'mixvpr' has no parameter.*out_dims.*valid parameters: out_channels"):
+    with pytest.raises(UserError, match="aggregator.out_dims: not accepted by aggregator 'mixvpr' .valid: out_channels"):
         build_aggregator("mixvpr", 8, 2, 2, {"out_dims": 3})
-    with pytest.raises(ValueError, match="'avg' has no parameter.*valid parameters: none"):
+    with pytest.raises(UserError, match="aggregator.p: not accepted by aggregator 'avg' .valid: none"):
         build_aggregator("avg", 8, 2, 2, {"p": 3})
-    with pytest.raises(ValueError, match="'mixvpr': out_rows must be a positive int, got 0"):
+    with pytest.raises(UserError, match="aggregator.out_rows: Input should be greater than or equal to 1"):
         build_aggregator("mixvpr", 8, 2, 2, {"out_rows": 0})
-    with pytest.raises(ValueError, match="'gem': p must be a positive number"):
+    with pytest.raises(UserError, match="aggregator.p: Input should be greater than 0"):
         build_aggregator("gem", 8, 2, 2, {"p": -1})
-    with pytest.raises(ValueError, match="'convap': s1"):
+    with pytest.raises(UserError, match="aggregator.s1"):
         build_aggregator("convap", 8, 2, 2, {"s1": 1.5})
     params = {"out_rows": 2}
     build_aggregator("mixvpr", 8, 2, 2, params)
@@ -228,7 +236,7 @@ def test_aggregator_errors():
 
 @pytest.mark.parametrize("name", list(AGGREGATORS))
 def test_build_model_forward(name):
-    model = build_model("resnet18", "none", [4], 0, name, None, SIZE)
+    model = build_model(_model_cfg(aggregator=name), SIZE)
     assert model.feature_shape == (256, 4, 4)
     out = model(torch.rand(2, 3, *SIZE))
     assert out.shape == (2, model.descriptor_dim) and out.dtype == torch.float32
@@ -238,7 +246,8 @@ def test_build_model_forward(name):
 
 
 def test_build_model_training_step_updates_only_trainable():
-    model = build_model("resnet18", "none", [3, 4], 1, "mixvpr", {"out_channels": 16, "out_rows": 2}, SIZE)
+    model = build_model(_model_cfg(layers_to_crop=[3, 4], layers_to_freeze=1,
+                                   aggregator={"name": "mixvpr", "out_channels": 16, "out_rows": 2}), SIZE)
     assert model.training and model.descriptor_dim == 32 and model.feature_shape == (128, 8, 8)
     model.eval().train()  # the parent's train() must keep the frozen stem and layer1 in eval
     assert not model.backbone.bn1.training and not model.backbone.layer1.training
@@ -253,18 +262,25 @@ def test_build_model_training_step_updates_only_trainable():
 
 
 def test_build_model_errors():
-    with pytest.raises(ValueError, match="valid aggregators: avg, gem"):
-        build_model(pretrained="none", aggregator="vlad", image_size=SIZE)
-    with pytest.raises(ValueError, match="valid backbones"):
-        build_model(backbone="resnet101", pretrained="none", image_size=SIZE)
+    with pytest.raises(UserError, match=r"model.aggregator.name: unknown aggregator 'vlad' \(valid: avg, gem"):
+        _model_cfg(aggregator="vlad")
+    with pytest.raises(UserError, match="valid: resnet18, resnet34, resnet50"):
+        _model_cfg(backbone="resnet101")
     with pytest.raises(ValueError, match="image_size"):
-        build_model(pretrained="none", image_size=(64,))
+        build_model(_model_cfg(), (64,))
     with pytest.raises(ValueError, match="image_size"):
-        build_model(pretrained="none", image_size=(0, 64))
+        build_model(_model_cfg(), (0, 64))
+
+
+def test_model_from_config_uses_the_run_image_size():
+    cfg = config_from_dict({"model": {"pretrained": "none", "aggregator": "mixvpr"}, "data": {"image_size": [64, 96]},
+                            "evaluation": {"resize": [64, 96]}})
+    model = model_from_config(cfg)
+    assert model.image_size == (64, 96) and model.feature_shape == (256, 4, 6)
 
 
 def test_bf16_autocast_channels_last_cpu():
-    model = build_model("resnet18", "none", [4], 0, "mixvpr", {"out_channels": 32, "out_rows": 2}, SIZE)
+    model = build_model(_model_cfg(aggregator={"name": "mixvpr", "out_channels": 32, "out_rows": 2}), SIZE)
     model = model.to(memory_format=torch.channels_last).eval()
     images = torch.rand(2, 3, *SIZE).to(memory_format=torch.channels_last)
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):

@@ -15,7 +15,8 @@ import torchvision
 import yaml
 
 from pipeline.config import load_config
-from pipeline.training.trainer import model_from_config, train
+from pipeline.models import model_from_config
+from pipeline.training.trainer import train
 
 PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
 

@@ -13,6 +13,7 @@ from PIL import Image
 
 from pipeline.data.datasets import EvalDataset
 from pipeline.evaluation import EvaluationResult, evaluate
+from pipeline.config import ModelConfig
 from pipeline.models import build_model
 from pipeline.reporting import figures
 from pipeline.reporting.collect import CellResult
@@ -68,7 +69,7 @@ def tokyo_predictions(embedded_root, tmp_path_factory) -> dict[str, Path]:
     base = tmp_path_factory.mktemp("predictions")
     for i, aggregator in enumerate(("avg", "gem", "cosplace")):
         torch.manual_seed(i)
-        model = build_model(pretrained="none", aggregator=aggregator, image_size=(32, 32)).eval()
+        model = build_model(ModelConfig(pretrained="none", aggregator=aggregator), (32, 32)).eval()
         result = evaluate(model, split, recall_at=(1, 5, 10), top_k=10, batch_size=128, progress=False)
         out[aggregator] = result.save(base / aggregator)
     return out

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from pipeline.config import load_config
-from pipeline.training.checkpoints import load_checkpoint
+from pipeline.models.checkpoints import load_checkpoint
 from pipeline.training.trainer import NonFiniteLossError, train
 
 
@@ -33,7 +33,7 @@ def _train_ok(root: Path, out: Path, *extra: str) -> dict:
     assert summary["epochs"] == 1
     assert (out / "last.pt").exists() and (out / "best.pt").exists()
     history = json.loads((out / "history.json").read_text())
-    assert 0.0 <= history[0]["val_recall@1"] <= 100.0 and history[0]["train_loss"] >= 0
+    assert 0.0 <= history[0]["val_recall_at_1"] <= 100.0 and history[0]["train_loss"] >= 0
     return summary
 
 
@@ -134,6 +134,12 @@ def test_killed_and_resumed_run_ends_where_an_uninterrupted_run_ends(embedded_ro
     drop = ("epoch_seconds", "images_per_second")
     assert [{k: v for k, v in h.items() if k not in drop} for h in a["history"]] == \
            [{k: v for k, v in h.items() if k not in drop} for h in b["history"]]
+    # The LR of every optimizer step: one row per step, none lost or repeated by the kill.
+    lrs = (tmp_path / "straight" / "lr_schedule.csv").read_text().splitlines()
+    assert lrs == (tmp_path / "killed" / "lr_schedule.csv").read_text().splitlines()
+    assert lrs[0] == "step,epoch,lr" and [r.split(",")[:2] for r in lrs[1:]] == \
+           [[str(s), str(s // 3)] for s in range(12)]
+    assert len({r.split(",")[2] for r in lrs[1:]}) == 4  # cosine: one LR per epoch
 
 
 def test_vpr_evaluate_reproduces_the_best_val_recall(embedded_root, tmp_path):
@@ -144,7 +150,7 @@ def test_vpr_evaluate_reproduces_the_best_val_recall(embedded_root, tmp_path):
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     evaluation = json.loads(result.stdout)
-    assert evaluation["recalls"]["1"] == pytest.approx(summary["best_val_recall@1"])
+    assert evaluation["recalls"]["1"] == pytest.approx(summary["best_val_recall_at_1"])
     assert evaluation["resize_policy"] == {"size": [32, 32], "interpolation": "bilinear"}
     assert (tmp_path / "eval" / "predictions.npz").exists()
 

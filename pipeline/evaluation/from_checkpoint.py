@@ -8,9 +8,9 @@ from typing import Any
 from pipeline.config import config_from_dict
 from pipeline.data.datasets import EvalDataset
 from pipeline.evaluation.results import evaluate
-from pipeline.training.checkpoints import load_checkpoint
-from pipeline.training.reproducibility import resolve_device, resolve_precision
-from pipeline.training.trainer import model_from_config
+from pipeline.models import model_from_config
+from pipeline.models.checkpoints import load_checkpoint
+from pipeline.evaluation.device import resolve_device, resolve_precision
 
 
 def evaluate_checkpoint(checkpoint: str | Path, dataset: str | Path, out_dir: str | Path | None = None,

@@ -4,19 +4,21 @@ from pipeline.models.aggregators import AGGREGATORS, Aggregator, aggregator_defa
 from pipeline.models.backbones import (
     BACKBONES,
     IMAGENET_WEIGHTS,
+    BackboneError,
     PretrainedWeightsMismatch,
     PretrainedWeightsNotFound,
     ResNetBackbone,
     build_backbone,
     imagenet_weights_path,
 )
-from pipeline.models.model import VPRModel, build_model, describe_output_dims, output_dims_markdown
+from pipeline.models.model import VPRModel, build_model, describe_output_dims, model_from_config, output_dims_markdown
 
 __all__ = [
     "AGGREGATORS",
     "BACKBONES",
     "IMAGENET_WEIGHTS",
     "Aggregator",
+    "BackboneError",
     "PretrainedWeightsMismatch",
     "PretrainedWeightsNotFound",
     "ResNetBackbone",
@@ -27,5 +29,6 @@ __all__ = [
     "build_model",
     "describe_output_dims",
     "imagenet_weights_path",
+    "model_from_config",
     "output_dims_markdown",
 ]

@@ -66,23 +66,41 @@ def imagenet_weights_path(name: str) -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
 
 
+class BackboneError(UserError, ValueError):
+    """An unknown backbone or an impossible crop/freeze setting."""
+
+
 def _check_name(name: str) -> None:
     if name not in BACKBONES:
-        raise ValueError(f"unknown backbone {name!r}; valid backbones: {', '.join(BACKBONES)}")
+        raise BackboneError(f"unknown backbone {name!r}; valid backbones: {', '.join(BACKBONES)}")
 
 
-def _check_crop(layers_to_crop: Sequence[int]) -> tuple[int, ...]:
+def check_crop(layers_to_crop: Sequence[int]) -> tuple[int, ...]:
+    """The canonical (sorted, unique) crop; BackboneError for anything GSV-Cities cannot cut.
+
+    The one definition of a valid `layers_to_crop`: the run config validates with it too.
+    """
     if isinstance(layers_to_crop, (str, bytes)) or not isinstance(layers_to_crop, Sequence):
-        raise ValueError(f"layers_to_crop must be a list of layer indices among {list(_CROPPABLE)},"
-                         f" got {layers_to_crop!r}")
+        raise BackboneError(f"layers_to_crop must be a list of layer indices among {list(_CROPPABLE)},"
+                            f" got {layers_to_crop!r}")
     bad = [x for x in layers_to_crop if isinstance(x, bool) or x not in _CROPPABLE]
     if bad:
-        raise ValueError(f"layers_to_crop may only contain {list(_CROPPABLE)}, got {list(layers_to_crop)}")
+        raise BackboneError(f"layers_to_crop may only contain {list(_CROPPABLE)}, got {list(layers_to_crop)}")
     crop = tuple(sorted(set(layers_to_crop)))
     if 3 in crop and 4 not in crop:
-        raise ValueError("layers_to_crop=[3] is invalid: layer4 consumes layer3's output; "
-                         "use [4] (cut after layer3) or [3, 4] (cut after layer2)")
+        raise BackboneError("layers_to_crop=[3] is invalid: layer4 consumes layer3's output; "
+                            "use [4] (cut after layer3) or [3, 4] (cut after layer2)")
     return crop
+
+
+def check_freeze(layers_to_freeze: int, layers_to_crop: Sequence[int]) -> int:
+    """`layers_to_freeze` if it is in 0..(residual stages kept after `layers_to_crop`), else BackboneError."""
+    kept = [n for i, n in enumerate(_LAYERS, start=1) if i not in check_crop(layers_to_crop)]
+    if isinstance(layers_to_freeze, bool) or not isinstance(layers_to_freeze, int) \
+            or not 0 <= layers_to_freeze <= len(kept):
+        raise BackboneError(f"layers_to_freeze must be an int in 0..{len(kept)} with layers_to_crop="
+                            f"{list(layers_to_crop)} (kept: {', '.join(kept)}), got {layers_to_freeze!r}")
+    return layers_to_freeze
 
 
 class ResNetBackbone(nn.Module):
@@ -96,19 +114,14 @@ class ResNetBackbone(nn.Module):
                  layers_to_freeze: int = 0) -> None:
         super().__init__()
         self.name = name
-        self.layers_to_crop = _check_crop(layers_to_crop)
+        self.layers_to_crop = check_crop(layers_to_crop)
         # Same attribute names as torchvision so state dict keys match the published files.
         self.conv1, self.bn1, self.relu, self.maxpool = resnet.conv1, resnet.bn1, resnet.relu, resnet.maxpool
         self.layer_names = tuple(n for i, n in enumerate(_LAYERS, start=1) if i not in self.layers_to_crop)
         for layer in self.layer_names:
             setattr(self, layer, getattr(resnet, layer))
 
-        if isinstance(layers_to_freeze, bool) or not isinstance(layers_to_freeze, int) \
-                or not 0 <= layers_to_freeze <= len(self.layer_names):
-            raise ValueError(f"layers_to_freeze must be an int in 0..{len(self.layer_names)} for {name} "
-                             f"with layers_to_crop={list(self.layers_to_crop)} (kept: "
-                             f"{', '.join(self.layer_names)}), got {layers_to_freeze!r}")
-        self.layers_to_freeze = layers_to_freeze
+        self.layers_to_freeze = check_freeze(layers_to_freeze, self.layers_to_crop)
         self.frozen_modules: tuple[str, ...] = (_STEM + self.layer_names[:layers_to_freeze]
                                                 if layers_to_freeze else ())
         for module_name in self.frozen_modules:
@@ -194,7 +207,7 @@ def build_backbone(name: str = "resnet18", pretrained: str | os.PathLike = "imag
     """Build a cut/frozen ResNet backbone.
 
     `pretrained`: "imagenet" (local torch hub cache only), "none", or a path to a .pth state dict
-    with torchvision key names. Raises ValueError for an unknown name or invalid crop/freeze,
+    with torchvision key names. Raises BackboneError for an unknown name or invalid crop/freeze,
     PretrainedWeightsNotFound when the weights file is absent, PretrainedWeightsMismatch when it
     does not fit.
     """
@@ -216,7 +229,7 @@ def build_backbone(name: str = "resnet18", pretrained: str | os.PathLike = "imag
                 f"pretrained weights file {path} for {name} not found; give an existing .pth state dict, "
                 f"pretrained: imagenet (torch hub cache), or pretrained: none for random initialisation.")
     else:
-        raise ValueError(f"pretrained must be 'imagenet', 'none' or a path to a .pth file, got {pretrained!r}")
+        raise BackboneError(f"pretrained must be 'imagenet', 'none' or a path to a .pth file, got {pretrained!r}")
 
     # Load the file before cutting: a bad file should fail before any module surgery.
     state = _load_state_dict(path) if path is not None else None

@@ -1,16 +1,19 @@
-"""VPRModel = backbone + aggregator, and `build_model`, the one entry point the trainer uses."""
+"""VPRModel = backbone + aggregator; `build_model(model_cfg)` and `model_from_config(run_cfg)` build it."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from pipeline.models.aggregators import AGGREGATORS, Aggregator, aggregator_defaults, build_aggregator
 from pipeline.models.backbones import ResNetBackbone, build_backbone
+
+if TYPE_CHECKING:  # the config imports the aggregators' parameter models from here: no runtime cycle
+    from pipeline.config import ModelConfig, RunConfig
 
 
 class VPRModel(nn.Module):
@@ -50,22 +53,24 @@ def _check_image_size(image_size: Sequence[int]) -> tuple[int, int]:
     return int(image_size[0]), int(image_size[1])
 
 
-def build_model(backbone: str = "resnet18", pretrained: str | os.PathLike = "imagenet",
-                layers_to_crop: Sequence[int] = (4,), layers_to_freeze: int = 0, aggregator: str = "avg",
-                aggregator_params: Mapping[str, Any] | None = None,
-                image_size: tuple[int, int] = (320, 320)) -> VPRModel:
-    """Build backbone and aggregator; the aggregator is sized from a dummy forward at `image_size`.
+def build_model(model_cfg: ModelConfig, image_size: Sequence[int] = (320, 320),
+                pretrained: str | os.PathLike | None = None) -> VPRModel:
+    """The `model:` section of a run config as a VPRModel for images of `image_size` (height, width).
 
-    Errors (ValueError, PretrainedWeightsNotFound, PretrainedWeightsMismatch) are raised here,
-    before any training, and name the offending setting. `aggregator_params` is not modified.
+    The aggregator is sized from a dummy forward of the backbone at `image_size`. `pretrained`
+    replaces `model_cfg.pretrained` (e.g. 'none' when a checkpoint's weights will be loaded).
+    Missing or mismatched weights raise here, before any training, naming the file.
     """
     size = _check_image_size(image_size)
-    if aggregator not in AGGREGATORS:  # before the backbone: fail fast and cheaply
-        raise ValueError(f"unknown aggregator {aggregator!r}; valid aggregators: {', '.join(AGGREGATORS)}")
-    net = build_backbone(backbone, pretrained, layers_to_crop, layers_to_freeze)
+    net = build_backbone(model_cfg.backbone, pretrained or model_cfg.pretrained, model_cfg.layers_to_crop,
+                         model_cfg.layers_to_freeze)
     c, h, w = net.feature_shape(size)
-    agg = build_aggregator(aggregator, c, h, w, aggregator_params)
-    return VPRModel(net, agg, (c, h, w), size)
+    return VPRModel(net, build_aggregator(model_cfg.aggregator, c, h, w), (c, h, w), size)
+
+
+def model_from_config(cfg: RunConfig, pretrained: str | None = None) -> VPRModel:
+    """The run's model: `cfg.model` for `cfg.data.image_size` (`pretrained='none'` before loading a checkpoint)."""
+    return build_model(cfg.model, tuple(cfg.data.image_size), pretrained)
 
 
 def describe_output_dims(image_size: tuple[int, int] = (320, 320), backbone: str = "resnet18",

@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from pipeline.config import config_from_layers, nest_dotted
 from pipeline.data.catalog import SPLITS
 from pipeline.errors import ConfigError, read_yaml
-from pipeline.training.components import OPTIMIZERS
+from pipeline.components.optim import OPTIMIZERS
 
 __all__ = [
     "DATASETS", "KINDS", "METRICS", "TUNED", "CellStack", "Study", "StudyError", "Variant", "cell_stacks",

@@ -31,7 +31,7 @@ from pipeline.config import config_from_layers, nest_dotted
 from pipeline.data.catalog import VALIDATION, recall_metric
 from pipeline.errors import ConfigError, format_validation_error, read_yaml
 from pipeline.profile import capped_budget, roots_layer, run_scale, trial_cap
-from pipeline.training.components import OPTIMIZERS
+from pipeline.components.optim import OPTIMIZERS
 
 log = logging.getLogger(__name__)
 

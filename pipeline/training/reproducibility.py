@@ -1,9 +1,14 @@
-"""Seeding, determinism and device/precision resolution."""
+"""Seeding, determinism, and snapshots of every RNG for exact resume.
+
+RNG states of Python and NumPy are stored as plain lists/tensors, so a checkpoint holding them
+loads with `weights_only=True`.
+"""
 
 from __future__ import annotations
 
 import os
 import random
+from typing import Any
 
 import numpy as np
 import torch
@@ -24,20 +29,34 @@ def make_deterministic(seed: int, deterministic_kernels: bool = True) -> None:
     torch.backends.cudnn.benchmark = not deterministic_kernels
 
 
-def resolve_device(name: str) -> torch.device:
-    """'auto' -> cuda when available else cpu; an unavailable cuda device is a clear error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"training.device={name!r} but no CUDA device is available; use 'cpu' or 'auto'")
-    return device
+def rng_state() -> dict[str, Any]:
+    """Snapshot of every RNG the trainer touches (Python, NumPy global, torch CPU and CUDA)."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {
+        "python": _to_lists(random.getstate()),
+        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
 
 
-def resolve_precision(name: str, device: torch.device) -> str:
-    """'auto' -> bf16 on CUDA (tensor cores), fp32 on CPU (bf16 is slow on most CPUs)."""
-    if name == "auto":
-        return "bf16" if device.type == "cuda" else "fp32"
-    if name not in ("fp32", "bf16"):
-        raise ValueError(f"training.precision must be auto, fp32 or bf16, got {name!r}")
-    return name
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore a snapshot taken by `rng_state`."""
+    random.setstate(_to_tuples(state["python"]))
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _to_lists(value: Any) -> Any:
+    return [_to_lists(v) for v in value] if isinstance(value, (tuple, list)) else value
+
+
+def _to_tuples(value: Any) -> Any:
+    return tuple(_to_tuples(v) for v in value) if isinstance(value, list) else value

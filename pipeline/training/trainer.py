@@ -19,15 +19,20 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from pipeline.components.losses import build_loss, build_miner
+from pipeline.components.optim import build_optimizer, build_scheduler
 from pipeline.config import RunConfig, config_hash, dump_config
+from pipeline.data.catalog import VALIDATION, recall_metric
 from pipeline.data.datasets import EvalDataset, PlaceBatchSampler, TrainPlacesDataset, collate_places
 from pipeline.data.device_augment import DeviceAugment
 from pipeline.data.transforms import normalize
+from pipeline.errors import UserError
 from pipeline.evaluation import evaluate
-from pipeline.training.checkpoints import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from pipeline.training.components import build_loss, build_miner, build_optimizer, build_scheduler
-from pipeline.training.reproducibility import make_deterministic, resolve_device, resolve_precision
-from pipeline.models import build_model
+from pipeline.models import model_from_config
+from pipeline.models.checkpoints import load_checkpoint, save_checkpoint
+from pipeline.training.lr_log import LRLog
+from pipeline.evaluation.device import resolve_device, resolve_precision
+from pipeline.training.reproducibility import make_deterministic, rng_state, set_rng_state
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +42,21 @@ LAST, BEST = "last.pt", "best.pt"
 EpochCallback = Callable[[int, dict[str, float]], None]
 
 
-class NonFiniteLossError(RuntimeError):
-    """The training loss became NaN or infinite; the run stops rather than save a broken model."""
+# Per-epoch validation Recall@1 (history, model selection) and the summary's best value.
+VAL_R1 = recall_metric(VALIDATION.key, 1, per_epoch=True)
+BEST_VAL_R1 = recall_metric(VALIDATION.key, 1)
+
+
+class NonFiniteLossError(UserError, RuntimeError):
+    """The training loss became NaN or infinite; the run stops rather than save a broken model.
+
+    A user error: the fix is in the config (learning rate, clipping, loss settings), as the
+    message says; the sweep records it as the run's failure.
+    """
+
+
+class RunFolderInUse(UserError, FileExistsError):
+    """The run folder already holds a run and `resume` was not asked for."""
 
 
 @dataclass
@@ -49,16 +67,6 @@ class TrainState:
     best_recall1: float = -1.0
     best_epoch: int = -1
     history: list[dict[str, float]] = field(default_factory=list)
-
-
-def model_from_config(cfg: RunConfig, pretrained: str | None = None) -> torch.nn.Module:
-    """Build the run's model (pass `pretrained='none'` when weights will be loaded from a checkpoint)."""
-    m = cfg.model
-    agg = m.aggregator.model_dump()
-    name = agg.pop("name")
-    return build_model(backbone=m.backbone, pretrained=pretrained or m.pretrained,
-                       layers_to_crop=tuple(m.layers_to_crop), layers_to_freeze=m.layers_to_freeze,
-                       aggregator=name, aggregator_params=agg, image_size=tuple(cfg.data.image_size))
 
 
 def default_run_dir(cfg: RunConfig) -> Path:
@@ -77,8 +85,8 @@ def train(cfg: RunConfig, out_dir: str | Path | None = None, resume: bool = Fals
     out = Path(out_dir) if out_dir else default_run_dir(cfg)
     out.mkdir(parents=True, exist_ok=True)
     if (out / LAST).exists() and not resume:
-        raise FileExistsError(f"{out / LAST} exists: pass --resume to continue that run, or choose "
-                              "another --out")
+        raise RunFolderInUse(f"{out / LAST} exists: pass --resume to continue that run, or choose "
+                             "another --out")
     dump_config(cfg, out / "config.yaml")
     device = resolve_device(cfg.training.device)
     make_deterministic(cfg.seed, deterministic_kernels=device.type == "cpu")
@@ -110,13 +118,15 @@ def train(cfg: RunConfig, out_dir: str | Path | None = None, resume: bool = Fals
     if resume and (out / LAST).exists():
         state = _restore(out / LAST, model, loss_fn, optimizer, scheduler)
         log.info("resumed %s at epoch %d", out, state.epoch)
+    lr_log = LRLog(out)
+    lr_log.restore(state.epoch)
     log.info("%r\n%r\n%r", train_set, val_set, model)
 
-    ctx = _Context(cfg, device, precision, channels_last, out, progress)
+    ctx = _Context(cfg, device, precision, channels_last, out, progress, lr_log)
     _run_epochs(ctx, state, model, loader, sampler, val_set, loss_fn, miner, optimizer, scheduler,
                 callbacks or [])
     summary = {"run_dir": str(out), "config_hash": config_hash(cfg), "epochs": state.epoch,
-               "best_epoch": state.best_epoch, "best_val_recall@1": state.best_recall1,
+               "best_epoch": state.best_epoch, BEST_VAL_R1: state.best_recall1,
                "final": state.history[-1] if state.history else {}}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
@@ -130,6 +140,7 @@ class _Context:
     channels_last: bool
     out: Path
     progress: bool
+    lr_log: LRLog
 
 
 def _run_epochs(ctx: _Context, state: TrainState, model, loader, sampler, val_set, loss_fn, miner,
@@ -148,13 +159,14 @@ def _run_epochs(ctx: _Context, state: TrainState, model, loader, sampler, val_se
                           channels_last=ctx.channels_last, progress=False)
         metrics = {"epoch": epoch, "train_loss": train_loss, "lr": scheduler.current_lr(),
                    "epoch_seconds": train_seconds, "images_per_second": images_seen / train_seconds}
-        metrics.update({f"val_recall@{n}": r for n, r in result.recalls.items()})
-        scheduler.step_epoch({"train_loss": train_loss, "val_recall@1": result.recalls.get(1, 0.0)})
+        metrics.update({recall_metric(VALIDATION.key, n, per_epoch=True): r for n, r in result.recalls.items()})
+        scheduler.step_epoch(metrics)
         state.epoch = epoch + 1
         state.history.append(metrics)
-        improved = metrics.get("val_recall@1", -1.0) > state.best_recall1
+        improved = metrics.get(VAL_R1, -1.0) > state.best_recall1
         if improved:
-            state.best_recall1, state.best_epoch = metrics["val_recall@1"], epoch
+            state.best_recall1, state.best_epoch = metrics[VAL_R1], epoch
+        ctx.lr_log.write()  # before last.pt: a resume keeps only the rows of checkpointed epochs
         _save(ctx.out / LAST, cfg, state, model, loss_fn, optimizer, scheduler)
         if improved:
             save_checkpoint({"config": cfg.to_dict(), "epoch": epoch, "metrics": metrics,
@@ -213,6 +225,7 @@ def _train_one_epoch(ctx: _Context, epoch: int, model, loader, loss_fn, miner, o
     step = make_train_step(model, loss_fn, miner, optimizer, device, ctx.precision, ctx.channels_last,
                            cfg.training.max_grad_norm, DeviceAugment(cfg.data.augment))
     for images, labels, ops in bar:
+        ctx.lr_log.record(scheduler.batch_steps, epoch, scheduler.current_lr())
         loss_sum += step(images, labels, ops)
         scheduler.step_batch()
         steps += 1

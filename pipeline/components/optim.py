@@ -1,0 +1,367 @@
+"""Optimizers and LR schedulers by name, and the `SchedulerDriver` that steps them (with warmup).
+
+Each registry entry builds itself: an optimizer model's `build(params)` is the torch optimizer,
+a scheduler model's `build(optimizer, steps_per_epoch, epochs)` is the torch LR scheduler (or
+None). A name builds exactly its class (`adam` is `torch.optim.Adam`, never AdamW).
+
+Schedulers, and when the `SchedulerDriver` steps them (`warmup_steps` composes with all):
+
+    none       -                     constant LR
+    multistep  per epoch             milestones in epochs, LR *= gamma at each
+    plateau    per epoch (metric)    ReduceLROnPlateau on train_loss (mode min) or
+                                     val_recall@1 (mode max); factor, patience, min_lr
+    cosine     per epoch             CosineAnnealingLR, T_max in epochs (None: the run's epochs)
+    cyclic     per optimizer step    CyclicLR, step_size_up in steps (or step_size_up_epochs);
+                                     cycle_momentum off unless asked (only SGD with momentum)
+    warmup     per optimizer step    LR x min(1, (k+1)/warmup_steps) for step k = 0, 1, ...
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable, Mapping
+from typing import Annotated, Any, ClassVar, Literal
+
+import torch
+from pydantic import BeforeValidator, Field, model_validator
+
+from pipeline.components.base import ComponentConfig, coerce, tagged_union
+from pipeline.errors import ConfigError
+
+__all__ = [
+    "OPTIMIZERS", "SCHEDULERS", "OptimizerConfig", "SchedulerConfig", "SchedulerDriver",
+    "build_optimizer", "build_scheduler",
+]
+
+_LR = torch.optim.lr_scheduler
+
+
+# Optimizers -----------------------------------------------------------------------------------
+
+def _check_betas(betas: tuple[float, float]) -> None:
+    if not all(0.0 <= b < 1.0 for b in betas):
+        raise ValueError(f"betas: each must be in [0, 1), got {list(betas)}")
+
+
+class _OptimizerBase(ComponentConfig):
+    def build(self, params: Iterable[torch.nn.Parameter] | Iterable[dict]) -> torch.optim.Optimizer:
+        """The torch optimizer over `params` (parameters or parameter groups)."""
+        kwargs = self.params()
+        if "betas" in kwargs:
+            kwargs["betas"] = tuple(kwargs["betas"])
+        return self.target(params, **kwargs)
+
+
+class AdamConfig(_OptimizerBase):
+    """torch.optim.Adam with torch's defaults (L2 penalty added to the gradient)."""
+
+    target: ClassVar[type] = torch.optim.Adam
+    name: Literal["adam"] = "adam"
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    betas: tuple[float, float] = (0.9, 0.999)
+
+    @model_validator(mode="after")
+    def _betas(self) -> AdamConfig:
+        _check_betas(self.betas)
+        return self
+
+
+class AdamWConfig(AdamConfig):
+    """torch.optim.AdamW with torch's defaults (decoupled weight decay, 0.01)."""
+
+    target: ClassVar[type] = torch.optim.AdamW
+    name: Literal["adamw"] = "adamw"  # type: ignore[assignment]
+    weight_decay: float = Field(0.01, ge=0)
+
+
+class SGDConfig(_OptimizerBase):
+    """torch.optim.SGD; defaults are the GSV-Cities recipe (lr 0.05, wd 0.001, momentum 0.9)."""
+
+    target: ClassVar[type] = torch.optim.SGD
+    name: Literal["sgd"] = "sgd"
+    lr: float = Field(0.05, gt=0)
+    weight_decay: float = Field(0.001, ge=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    nesterov: bool = False
+
+    @model_validator(mode="after")
+    def _nesterov(self) -> SGDConfig:
+        if self.nesterov and self.momentum == 0:
+            raise ValueError("nesterov: Nesterov momentum needs momentum > 0 (got momentum 0)")
+        return self
+
+
+class ASGDConfig(_OptimizerBase):
+    """torch.optim.ASGD with torch's defaults."""
+
+    target: ClassVar[type] = torch.optim.ASGD
+    name: Literal["asgd"] = "asgd"
+    lr: float = Field(0.01, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    lambd: float = Field(1e-4, ge=0)
+    alpha: float = Field(0.75, ge=0)
+    t0: float = Field(1e6, ge=0)
+
+
+OPTIMIZERS: dict[str, type[_OptimizerBase]] = {
+    "adam": AdamConfig,
+    "adamw": AdamWConfig,
+    "sgd": SGDConfig,
+    "asgd": ASGDConfig,
+}
+
+
+# Schedulers -----------------------------------------------------------------------------------
+
+class _SchedulerBase(ComponentConfig):
+    per_batch: ClassVar[bool] = False  # stepped after every optimizer step, else after every epoch
+    warmup_steps: int = Field(0, ge=0)
+
+    def build(self, optimizer: torch.optim.Optimizer, steps_per_epoch: int, epochs: int) -> Any:
+        """The torch LR scheduler on `optimizer` (None: constant LR)."""
+        return None
+
+    def monitored(self) -> str | None:
+        """The per-epoch metric the scheduler reads (None: it reads none)."""
+        return None
+
+
+class NoSchedulerConfig(_SchedulerBase):
+    """Constant learning rate (warmup still applies)."""
+
+    name: Literal["none"] = "none"
+
+
+class MultiStepConfig(_SchedulerBase):
+    """torch MultiStepLR; milestones in epochs. Defaults: the GSV-Cities recipe."""
+
+    target: ClassVar[type] = _LR.MultiStepLR
+    name: Literal["multistep"] = "multistep"
+    milestones: list[int] = Field(default_factory=lambda: [5, 10, 15, 25, 45])
+    gamma: float = Field(0.3, gt=0)
+
+    @model_validator(mode="after")
+    def _milestones(self) -> MultiStepConfig:
+        ms = self.milestones
+        if any(m < 1 for m in ms) or any(b <= a for a, b in zip(ms, ms[1:])):
+            raise ValueError(f"milestones: must be strictly increasing epochs >= 1, got {ms}")
+        return self
+
+    def build(self, optimizer: torch.optim.Optimizer, steps_per_epoch: int, epochs: int) -> Any:
+        return _LR.MultiStepLR(optimizer, milestones=list(self.milestones), gamma=self.gamma)
+
+
+# The monitor values as written in configs (kept as they are: they are part of run identities)
+# -> the per-epoch metric keys the trainer records (pipeline.data.catalog.recall_metric).
+MONITORED_METRICS = {"train_loss": "train_loss", "val_recall@1": "val_recall_at_1"}
+
+
+def _monitor_alias(value: Any) -> Any:
+    # The metric key itself is accepted as the same value (and so the same run hash).
+    return "val_recall@1" if value == MONITORED_METRICS["val_recall@1"] else value
+
+
+class PlateauConfig(_SchedulerBase):
+    """torch ReduceLROnPlateau; the mode follows the monitored metric (torch's factor/patience defaults)."""
+
+    target: ClassVar[type] = _LR.ReduceLROnPlateau
+    name: Literal["plateau"] = "plateau"
+    monitor: Annotated[Literal["train_loss", "val_recall@1"], BeforeValidator(_monitor_alias)] = "train_loss"
+    factor: float = Field(0.1, gt=0, lt=1)
+    patience: int = Field(10, ge=0)
+    min_lr: float = Field(0.0, ge=0)
+
+    @property
+    def mode(self) -> str:
+        """'min' for a loss, 'max' for a recall."""
+        return "min" if self.monitor == "train_loss" else "max"
+
+    def build(self, optimizer: torch.optim.Optimizer, steps_per_epoch: int, epochs: int) -> Any:
+        return _LR.ReduceLROnPlateau(optimizer, mode=self.mode, factor=self.factor, patience=self.patience,
+                                     min_lr=self.min_lr)
+
+    def monitored(self) -> str | None:
+        return MONITORED_METRICS[self.monitor]
+
+
+class CosineConfig(_SchedulerBase):
+    """torch CosineAnnealingLR; T_max in epochs, None = the run's number of epochs."""
+
+    target: ClassVar[type] = _LR.CosineAnnealingLR
+    name: Literal["cosine"] = "cosine"
+    T_max: int | None = Field(None, ge=1)
+    eta_min: float = Field(0.0, ge=0)
+
+    def build(self, optimizer: torch.optim.Optimizer, steps_per_epoch: int, epochs: int) -> Any:
+        return _LR.CosineAnnealingLR(optimizer, T_max=self.T_max or epochs, eta_min=self.eta_min)
+
+
+class CyclicConfig(_SchedulerBase):
+    """torch CyclicLR, stepped per optimizer step.
+
+    base_lr None = the optimizer's lr. Give the half-cycle either in optimizer steps
+    (`step_size_up`, torch default 2000) or in epochs (`step_size_up_epochs`, converted with the
+    run's steps per epoch; paper 003 cycled once per epoch: step_size_up_epochs 1).
+    """
+
+    target: ClassVar[type] = _LR.CyclicLR
+    per_batch: ClassVar[bool] = True
+    name: Literal["cyclic"] = "cyclic"
+    base_lr: float | None = Field(None, gt=0)
+    max_lr: float = Field(gt=0)
+    step_size_up: int | None = Field(None, ge=1)
+    step_size_up_epochs: float | None = Field(None, gt=0)
+    mode: Literal["triangular", "triangular2"] = "triangular2"
+    cycle_momentum: bool = False
+
+    @model_validator(mode="after")
+    def _cycle(self) -> CyclicConfig:
+        if self.step_size_up is not None and self.step_size_up_epochs is not None:
+            raise ValueError("step_size_up: give step_size_up (steps) or step_size_up_epochs, not both")
+        if self.step_size_up is None and self.step_size_up_epochs is None:
+            self.__dict__["step_size_up"] = 2000  # torch's default; explicit so hashes agree
+        if self.base_lr is not None and not self.base_lr < self.max_lr:
+            raise ValueError(f"base_lr: must be below max_lr (got base_lr {self.base_lr}, max_lr {self.max_lr})")
+        return self
+
+    def build(self, optimizer: torch.optim.Optimizer, steps_per_epoch: int, epochs: int) -> Any:
+        base_lr = self.base_lr if self.base_lr is not None else float(optimizer.param_groups[0]["lr"])
+        if not base_lr < self.max_lr:
+            raise ConfigError(f"scheduler.base_lr: the cyclic base LR ({base_lr}, the optimizer's lr when "
+                              f"unset) must be below scheduler.max_lr ({self.max_lr})")
+        if self.cycle_momentum and "momentum" not in optimizer.defaults:
+            raise ConfigError(f"scheduler.cycle_momentum: needs an optimizer with momentum (sgd), "
+                              f"got {type(optimizer).__name__}")
+        step_size_up = self.step_size_up or max(1, round(self.step_size_up_epochs * steps_per_epoch))
+        return _LR.CyclicLR(optimizer, base_lr=base_lr, max_lr=self.max_lr, step_size_up=step_size_up,
+                            mode=self.mode, cycle_momentum=self.cycle_momentum)
+
+
+SCHEDULERS: dict[str, type[_SchedulerBase]] = {
+    "none": NoSchedulerConfig,
+    "multistep": MultiStepConfig,
+    "plateau": PlateauConfig,
+    "cosine": CosineConfig,
+    "cyclic": CyclicConfig,
+}
+
+OptimizerConfig = tagged_union(OPTIMIZERS)
+SchedulerConfig = tagged_union(SCHEDULERS)
+
+
+def build_optimizer(cfg: Any, params: Iterable[torch.nn.Parameter] | Iterable[dict]) -> torch.optim.Optimizer:
+    """The torch optimizer named by `cfg` (a model, a dict or a name) over `params`."""
+    return coerce("optimizer", OPTIMIZERS, OptimizerConfig, cfg).build(params)
+
+
+class SchedulerDriver:
+    """One object the trainer steps without branching on the scheduler kind.
+
+    Call `step_batch()` after every optimizer step and `step_epoch(metrics)` after every epoch
+    (metrics: e.g. {"train_loss": 0.3, "val_recall_at_1": 61.2}; only `plateau` reads one). Per-epoch
+    schedulers step in `step_epoch`, `cyclic` in `step_batch`. Warmup composes multiplicatively:
+    the wrapped torch scheduler always sees and updates the un-warmed ("scheduled") LR, and the
+    optimizer gets scheduled LR x warmup factor, so no torch scheduler is chained onto another.
+
+    Resume: build the driver on a freshly built optimizer, then load the optimizer's and the
+    driver's state dicts (either order).
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, scheduler: Any, *, name: str,
+                 per_batch: bool = False, warmup_steps: int = 0, monitor: str | None = None) -> None:
+        self.optimizer = optimizer
+        self.scheduler = scheduler
+        self.name = name
+        self.per_batch = per_batch
+        self.warmup_steps = int(warmup_steps)
+        self.monitor = monitor
+        self.batch_steps = 0
+        self.epochs_done = 0
+        self._scheduled = [float(g["lr"]) for g in optimizer.param_groups]
+        self._apply()
+
+    def __repr__(self) -> str:
+        timing = "per batch" if self.per_batch else "per epoch"
+        return (f"SchedulerDriver({self.name}, {timing}, warmup_steps={self.warmup_steps}, "
+                f"steps={self.batch_steps}, epochs={self.epochs_done}, lr={self.current_lr():.3g})")
+
+    def warmup_factor(self) -> float:
+        """Multiplier of the LR for the next optimizer step: (k+1)/warmup_steps for step k, then 1."""
+        if self.warmup_steps <= 0 or self.batch_steps >= self.warmup_steps:
+            return 1.0
+        return (self.batch_steps + 1) / self.warmup_steps
+
+    def _apply(self) -> None:
+        factor = self.warmup_factor()
+        for group, lr in zip(self.optimizer.param_groups, self._scheduled):
+            group["lr"] = lr * factor
+
+    def _step_scheduler(self, *args: Any) -> None:
+        # Let the torch scheduler read the un-warmed LR, then record what it set.
+        for group, lr in zip(self.optimizer.param_groups, self._scheduled):
+            group["lr"] = lr
+        self.scheduler.step(*args)
+        self._scheduled = [float(g["lr"]) for g in self.optimizer.param_groups]
+
+    def step_batch(self) -> None:
+        """After each optimizer step: advance warmup and per-batch schedulers."""
+        self.batch_steps += 1
+        if self.per_batch and self.scheduler is not None:
+            self._step_scheduler()
+        self._apply()
+
+    def step_epoch(self, metrics: Mapping[str, float] | None = None) -> None:
+        """After each epoch: advance per-epoch schedulers (plateau reads `metrics[monitor]`)."""
+        self.epochs_done += 1
+        if not self.per_batch and self.scheduler is not None:
+            if self.monitor is not None:
+                if not metrics or self.monitor not in metrics:
+                    raise ValueError(f"scheduler {self.name!r} monitors {self.monitor!r} but step_epoch got "
+                                     f"{sorted(metrics or {})}")
+                self._step_scheduler(float(metrics[self.monitor]))
+            else:
+                self._step_scheduler()
+        self._apply()
+
+    def current_lr(self) -> float:
+        """The LR of the first parameter group, as the next optimizer step will use it."""
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue the same LR trajectory."""
+        return {
+            "name": self.name,
+            "warmup_steps": self.warmup_steps,
+            "batch_steps": self.batch_steps,
+            "epochs_done": self.epochs_done,
+            "scheduled_lrs": list(self._scheduled),
+            "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore a `state_dict()`; refuses a state saved for another scheduler or warmup."""
+        if state["name"] != self.name or state["warmup_steps"] != self.warmup_steps:
+            raise ValueError(f"scheduler state is for {state['name']!r} with warmup_steps {state['warmup_steps']}, "
+                             f"this driver is {self.name!r} with warmup_steps {self.warmup_steps}")
+        if self.scheduler is not None:
+            # CyclicLR.load_state_dict pops keys from its argument: give it a copy.
+            self.scheduler.load_state_dict(copy.deepcopy(state["scheduler"]))
+        self.batch_steps = int(state["batch_steps"])
+        self.epochs_done = int(state["epochs_done"])
+        self._scheduled = [float(x) for x in state["scheduled_lrs"]]
+        self._apply()
+
+
+def build_scheduler(cfg: Any, optimizer: torch.optim.Optimizer, steps_per_epoch: int,
+                    epochs: int) -> SchedulerDriver:
+    """A SchedulerDriver for the scheduler named by `cfg`, on a freshly built `optimizer`.
+
+    `steps_per_epoch` (optimizer steps) converts epoch units to steps; `epochs` is the default
+    cosine T_max.
+    """
+    cfg = coerce("scheduler", SCHEDULERS, SchedulerConfig, cfg)
+    if steps_per_epoch < 1 or epochs < 1:
+        raise ValueError(f"steps_per_epoch and epochs must be >= 1, got {steps_per_epoch}, {epochs}")
+    return SchedulerDriver(optimizer, cfg.build(optimizer, steps_per_epoch, epochs), name=cfg.name,
+                           per_batch=cfg.per_batch, warmup_steps=cfg.warmup_steps, monitor=cfg.monitored())
