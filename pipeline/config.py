@@ -341,7 +341,7 @@ def semantic_dict(cfg: RunConfig | Mapping[str, Any]) -> dict[str, Any]:
             node = node[part]
         node.pop(leaf)
     sched = d["scheduler"]
-    if sched["name"] == "cosine" and sched["T_max"] is None:
+    if sched["name"] == "cosine" and sched["T_max"] is None and sched["interval"] == "epoch":
         sched["T_max"] = d["training"]["epochs"]
     if sched["name"] == "cyclic" and sched["base_lr"] is None:
         sched["base_lr"] = d["optimizer"]["lr"]
