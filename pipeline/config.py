@@ -124,7 +124,8 @@ class ModelConfig(_Section):
     backbone: str = "resnet18"  # a name of pipeline.models.backbones.BACKBONES
     pretrained: Annotated[str, Field(min_length=1)] = "imagenet"  # imagenet | none | path to a .pth
     layers_to_crop: list[int] = Field(default_factory=lambda: [4])
-    layers_to_freeze: int = Field(2, ge=0)
+    layers_to_freeze: int = Field(2, ge=0)  # stem + layer1..N frozen, only when pretrained (GSV-Cities)
+    frozen_bn: Literal["train", "eval"] = "train"  # frozen BatchNorms: batch stats (GSV-Cities) or fixed
     aggregator: AggregatorConfig = Field(default_factory=AvgParams)
 
     @field_validator("backbone")
