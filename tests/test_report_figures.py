@@ -142,7 +142,7 @@ def test_lr_schedule_cosine_matches_formula():
 def test_lr_schedule_cyclic_triangular2_matches_formula():
     spe = 10
     sched = figures.lr_schedule(config({"name": "cyclic", "mode": "triangular2", "base_lr": 1e-3,
-                                        "max_lr": 0.1, "step_size_up_epochs": 1}), spe)
+                                        "max_lr": 0.1, "step_size_up_epochs": 1, "interval": "step"}), spe)
     step = spe  # half-cycle of one epoch
     for k in (0, 3, 10, 15, 20, 27, 40, 55, 99, 149):
         cycle = math.floor(1 + k / (2 * step))
