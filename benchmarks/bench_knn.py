@@ -16,7 +16,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from pipeline.evaluation.knn import knn_search
+from pipeline.evaluation.knn import faiss_gpu_available, knn_search
 
 
 def unit_vectors(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:
@@ -81,6 +81,9 @@ def main() -> None:
             db_c, q_c = db_t.cuda(), q_t.cuda()
             runs.append(("torch-cuda", lambda: knn_search(db_c, q_c, args.k, backend="torch"),
                          lambda: raw_torch(db_c, q_c, args.k), True))
+            if faiss_gpu_available():  # pip install -e '.[gpu]'
+                runs.append(("faiss-gpu", lambda: knn_search(db_c, q_c, args.k, backend="faiss"),
+                             lambda: knn_search(db_c, q_c, args.k, backend="faiss"), True))
         reference = None
         for name, full, raw, cuda in runs:
             t_full = median_seconds(full, args.repeats, cuda)

@@ -128,7 +128,8 @@ class ModelConfig(_Section):
     backbone: str = "resnet18"  # a name of pipeline.models.backbones.BACKBONES
     pretrained: Annotated[str, Field(min_length=1)] = "imagenet"  # imagenet | none | path to a .pth
     layers_to_crop: list[int] = Field(default_factory=lambda: [4])
-    layers_to_freeze: int = Field(2, ge=0)
+    layers_to_freeze: int = Field(2, ge=0)  # stem + layer1..N frozen, only when pretrained (GSV-Cities)
+    frozen_bn: Literal["train", "eval"] = "train"  # frozen BatchNorms: batch stats (GSV-Cities) or fixed
     aggregator: AggregatorConfig = Field(default_factory=AvgParams)
 
     @field_validator("backbone")
@@ -345,7 +346,7 @@ def semantic_dict(cfg: RunConfig | Mapping[str, Any]) -> dict[str, Any]:
             node = node[part]
         node.pop(leaf)
     sched = d["scheduler"]
-    if sched["name"] == "cosine" and sched["T_max"] is None:
+    if sched["name"] == "cosine" and sched["T_max"] is None and sched["interval"] == "epoch":
         sched["T_max"] = d["training"]["epochs"]
     if sched["name"] == "cyclic" and sched["base_lr"] is None:
         sched["base_lr"] = d["optimizer"]["lr"]

@@ -8,6 +8,9 @@ from pathlib import Path
 
 import pytest
 
+# Tests never download (pretrained: imagenet reads only the cache a test fills); inherited by subprocesses.
+os.environ["VPR_OFFLINE"] = "1"
+
 from services import mlflow_server, postgres  # noqa: F401  (shared-service fixtures, tests/services.py)
 
 REAL_METADATA = Path(os.environ.get("VPR_REAL_METADATA", Path(__file__).resolve().parents[2] / "shared" / "data" / "real-metadata"))

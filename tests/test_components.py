@@ -291,7 +291,7 @@ def test_scheduler_types() -> None:
         cfg = {"name": name, "max_lr": 2.0} if name == "cyclic" else {"name": name}
         driver = build_scheduler(cfg, _optimizer(), steps_per_epoch=5, epochs=3)
         assert type(driver.scheduler) is cls
-        assert driver.per_batch == (name == "cyclic")
+        assert driver.interval == "epoch"  # Lightning's default, for every scheduler
 
 
 def test_multistep_trajectory() -> None:
@@ -318,7 +318,7 @@ def _triangular2(it: int, base: float, peak: float, step: int) -> float:
 
 def test_cyclic_triangular2_trajectory_per_step() -> None:
     opt = _optimizer(0.1, name="adam")  # Adam-family: cycle_momentum stays off
-    driver = build_scheduler({"name": "cyclic", "max_lr": 1.0, "step_size_up": 2}, opt, 5, 3)
+    driver = build_scheduler({"name": "cyclic", "max_lr": 1.0, "step_size_up": 2, "interval": "step"}, opt, 5, 3)
     assert driver.scheduler.cycle_momentum is False
     lrs = []
     for _ in range(12):
@@ -328,8 +328,22 @@ def test_cyclic_triangular2_trajectory_per_step() -> None:
     assert lrs == pytest.approx([_triangular2(i, 0.1, 1.0, 2) for i in range(12)])
     assert max(lrs[4:8]) == pytest.approx(0.1 + 0.9 / 2)  # second cycle peaks at half height
     # The half-cycle can be given in epochs: 1 epoch of 5 steps.
-    driver = build_scheduler({"name": "cyclic", "max_lr": 1.0, "step_size_up_epochs": 1}, _optimizer(0.1), 5, 3)
+    driver = build_scheduler({"name": "cyclic", "max_lr": 1.0, "step_size_up_epochs": 1, "interval": "step"},
+                             _optimizer(0.1), 5, 3)
     assert driver.scheduler.total_size == 10
+
+
+def test_cyclic_per_epoch_is_the_paper_003_triangle() -> None:
+    # Seed 003 Table 4: base_lr 1e-3, max_lr 0.1, step_size_up 1, triangular2, stepped per epoch.
+    opt = _optimizer(1e-3)
+    cfg = {"name": "cyclic", "base_lr": 1e-3, "max_lr": 0.1, "step_size_up": 1, "interval": "epoch"}
+    lrs = _run_epochs(build_scheduler(cfg, opt, steps_per_epoch=4, epochs=6), opt, 6, 4)
+    assert lrs == pytest.approx([1e-3, 0.1, 1e-3, 1e-3 + 0.099 / 2, 1e-3, 1e-3 + 0.099 / 4])
+
+
+def test_plateau_is_per_epoch_only() -> None:
+    with pytest.raises(ConfigError, match="scheduler.interval: plateau reads a per-epoch metric"):
+        build_scheduler({"name": "plateau", "interval": "step"}, _optimizer(), 5, 3)
 
 
 def test_cyclic_errors() -> None:
@@ -354,18 +368,37 @@ def test_linear_warmup_ramp() -> None:
     assert lrs == pytest.approx([0.25, 0.5, 0.75, 1.0, 1.0, 1.0, 1.0])
 
 
-def test_warmup_composes_with_epoch_scheduler() -> None:
-    # Warmup longer than an epoch, across a milestone: LR = scheduled LR x warmup factor.
-    opt = _optimizer(1.0)
-    driver = build_scheduler({"name": "multistep", "milestones": [1], "gamma": 0.1, "warmup_steps": 5}, opt, 2, 4)
+def _lrs_per_step(driver: SchedulerDriver, opt: torch.optim.Optimizer, epochs: int, steps: int) -> list[float]:
     lrs = []
-    for _ in range(3):
-        for _ in range(2):
+    for _ in range(epochs):
+        for _ in range(steps):
             lrs.append(driver.current_lr())
             opt.step()
             driver.step_batch()
         driver.step_epoch({})
-    assert lrs == pytest.approx([0.2, 0.4, 0.06, 0.08, 0.1, 0.1])
+    return lrs
+
+
+def test_warmup_sets_the_lr_as_gsv_cities_across_an_epoch_boundary() -> None:
+    # GSV-Cities (Lightning): for global step k < warmup_steps, lr := min(1, (k+1)/W) * lr, whatever
+    # the scheduler set; MultiStepLR steps per epoch and scales the LR the group holds then.
+    # W = 5, 2 steps per epoch, milestone at epoch 1: steps 0..4 are 0.2, 0.4 | 0.6, 0.8 | 1.0 (the
+    # milestone's x0.1 at the end of epoch 0 is overwritten by warmup), and the LR stays 1.0 after
+    # warmup until milestone 3 scales the LR the group holds: 0.1.
+    opt = _optimizer(1.0)
+    cfg = {"name": "multistep", "milestones": [1, 3], "gamma": 0.1, "warmup_steps": 5}
+    lrs = _lrs_per_step(build_scheduler(cfg, opt, 2, 5), opt, 5, 2)
+    assert lrs == pytest.approx([0.2, 0.4, 0.6, 0.8, 1.0, 1.0, 0.1, 0.1, 0.1, 0.1])
+
+
+def test_warmup_with_a_step_interval_scheduler_overwrites_then_hands_over() -> None:
+    # Cosine per step over 6 steps, warmup 3: the first 3 steps are the warmup ramp; from step 3
+    # the cosine's own (chainable) values continue from there.
+    opt = _optimizer(1.0)
+    driver = build_scheduler({"name": "cosine", "interval": "step", "warmup_steps": 3}, opt, 3, 2)
+    lrs = _lrs_per_step(driver, opt, 2, 3)
+    assert lrs[:3] == pytest.approx([1 / 3, 2 / 3, 1.0])
+    assert driver.scheduler.T_max == 6 and lrs[3] < 1.0 and lrs[3:] == sorted(lrs[3:], reverse=True)
 
 
 def test_plateau_reacts_to_a_flat_metric() -> None:
@@ -395,13 +428,14 @@ def test_plateau_on_recall_maximises() -> None:
 SCHEDULER_CASES = [
     {"name": "multistep", "milestones": [1, 3], "gamma": 0.5, "warmup_steps": 4},
     {"name": "cosine", "T_max": 4, "warmup_steps": 3},
-    {"name": "cyclic", "base_lr": 0.1, "max_lr": 1.0, "step_size_up": 3, "warmup_steps": 2},
+    {"name": "cyclic", "base_lr": 0.1, "max_lr": 1.0, "step_size_up": 3, "warmup_steps": 2, "interval": "step"},
+    {"name": "cyclic", "base_lr": 0.1, "max_lr": 1.0, "step_size_up": 1, "warmup_steps": 4},
     {"name": "plateau", "patience": 0, "factor": 0.5, "warmup_steps": 1},
     {"name": "none", "warmup_steps": 5},
 ]
 
 
-@pytest.mark.parametrize("cfg", SCHEDULER_CASES, ids=[c["name"] for c in SCHEDULER_CASES])
+@pytest.mark.parametrize("cfg", SCHEDULER_CASES, ids=[f"{c['name']}-{c.get('interval', 'epoch')}" for c in SCHEDULER_CASES])
 def test_state_dict_round_trip_resumes_the_same_trajectory(cfg: dict) -> None:
     steps, epochs, stop = 3, 5, 2
 

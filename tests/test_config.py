@@ -79,7 +79,7 @@ def test_defaults_are_the_gsv_cities_recipe() -> None:
     assert d["miner"] == {"name": "multisimilarity", "distance": "cosine", "epsilon": 0.1}
     assert d["optimizer"] == {"name": "sgd", "lr": 0.05, "weight_decay": 0.001, "momentum": 0.9, "nesterov": False}
     assert d["scheduler"] == {"name": "multistep", "milestones": [5, 10, 15, 25, 45], "gamma": 0.3,
-                              "warmup_steps": 600}
+                              "warmup_steps": 600, "interval": "epoch"}
     assert d["training"]["places_per_batch"] == 100 and d["training"]["images_per_place"] == 4
     assert d["data"]["image_size"] == [320, 320] and d["evaluation"]["positive_radius_m"] == 25.0
 
@@ -118,7 +118,8 @@ def test_changing_a_component_name_starts_from_its_own_defaults() -> None:
     assert a == b and a.optimizer.lr == 1e-4 and a.optimizer.weight_decay == 0.01
     # a file switching the scheduler does not inherit multistep's params
     cfg = config_from_dict({"scheduler": {"name": "cosine"}})
-    assert cfg.scheduler.model_dump() == {"name": "cosine", "warmup_steps": 0, "T_max": None, "eta_min": 0.0}
+    assert cfg.scheduler.model_dump() == {"name": "cosine", "warmup_steps": 0, "interval": "epoch", "T_max": None,
+                                          "eta_min": 0.0}
     # a bare name is shorthand for the component with default params
     assert load_config(None, ["miner=none"]).miner.name == "none"
     assert config_from_dict({"loss": "triplet"}).loss.margin == 0.05

@@ -14,6 +14,7 @@ from torch import nn
 from pipeline.data.transforms import normalize
 from pipeline.evaluation import (EvaluationResult, evaluate, extract_descriptors, knn_search,
                                  per_query_hits, recall_at_n)
+from pipeline.evaluation.knn import faiss_gpu_available
 
 
 # --------------------------------------------------------------------------- helpers
@@ -73,12 +74,16 @@ def unit(rng: np.random.Generator, n: int, d: int) -> np.ndarray:
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
-BACKENDS = ["faiss", "torch"] + (["cuda"] if torch.cuda.is_available() else [])
+# On a GPU machine: "auto" on CUDA tensors, and each GPU backend explicitly (faiss-gpu when installed).
+CUDA_BACKENDS = {"cuda": "auto", "cuda-torch": "torch", "cuda-faiss": "faiss"}
+BACKENDS = ["faiss", "torch"] + (["cuda", "cuda-torch"] if torch.cuda.is_available() else []) \
+    + (["cuda-faiss"] if faiss_gpu_available() else [])
 
 
 def search(db: np.ndarray, q: np.ndarray, k: int, backend: str) -> tuple[np.ndarray, np.ndarray]:
-    if backend == "cuda":
-        return knn_search(torch.from_numpy(db).cuda(), torch.from_numpy(q).cuda(), k, backend="auto")
+    if backend in CUDA_BACKENDS:
+        return knn_search(torch.from_numpy(db).cuda(), torch.from_numpy(q).cuda(), k,
+                          backend=CUDA_BACKENDS[backend])
     return knn_search(db, q, k, backend=backend)
 
 

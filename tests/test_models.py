@@ -73,23 +73,50 @@ def test_backbone_errors_list_choices():
         build_backbone("resnet18", "")
 
 
-def test_freeze_sets_requires_grad():
-    net = build_backbone("resnet18", "none", [], layers_to_freeze=2)
-    frozen = ("conv1.", "bn1.", "layer1.", "layer2.")
-    for key, param in net.named_parameters():
-        assert param.requires_grad == (not key.startswith(frozen)), key
-    assert all(p.requires_grad for p in build_backbone("resnet18", "none", [4], 0).parameters())
+@pytest.fixture
+def r18_weights(tmp_path) -> str:
+    """A (random) torchvision-format resnet18 state dict on disk: a 'pretrained' backbone."""
+    path = tmp_path / "r18.pth"
+    torch.save(_random_state_dict(), path)
+    return str(path)
 
 
-def test_frozen_batchnorm_stats_do_not_move():
-    net = build_backbone("resnet18", "none", [4], layers_to_freeze=1).train()
+def test_freeze_sets_requires_grad_only_when_pretrained(r18_weights):
+    # GSV-Cities: level N freezes conv1+bn1 and layer1..N (level 0: the stem alone).
+    for level, frozen in ((2, ("conv1.", "bn1.", "layer1.", "layer2.")), (0, ("conv1.", "bn1."))):
+        net = build_backbone("resnet18", r18_weights, [], layers_to_freeze=level)
+        for key, param in net.named_parameters():
+            assert param.requires_grad == (not key.startswith(frozen)), (level, key)
+    # A random-init backbone freezes nothing: a frozen random stem would never learn.
+    assert all(p.requires_grad for p in build_backbone("resnet18", "none", [4], 2).parameters())
+
+
+def _bn_step(net) -> dict[str, bool]:
+    """One training forward/backward/step; which BatchNorm running means moved."""
     before = {k: v.clone() for k, v in net.state_dict().items() if "running_mean" in k}
-    net(torch.rand(2, 3, *SIZE) * 5 + 1)
+    opt = torch.optim.SGD([p for p in net.parameters() if p.requires_grad], lr=0.01)
+    net.train()
+    net(torch.rand(2, 3, *SIZE) * 5 + 1).mean().backward()
+    opt.step()
     after = net.state_dict()
-    for key, value in before.items():
-        moved = not torch.equal(value, after[key])
-        assert moved == key.startswith(("layer2.", "layer3.")), key
+    return {k: not torch.equal(v, after[k]) for k, v in before.items()}
+
+
+def test_frozen_batchnorm_trains_by_default_and_is_fixed_in_eval_mode(r18_weights):
+    moved = _bn_step(build_backbone("resnet18", r18_weights, [4], layers_to_freeze=1))
+    assert moved["bn1.running_mean"] and moved["layer1.0.bn1.running_mean"]  # frozen, still updated
+    assert all(moved.values())
+    net = build_backbone("resnet18", r18_weights, [4], layers_to_freeze=1, frozen_bn="eval")
+    moved = _bn_step(net)
+    for key, value in moved.items():
+        assert value == key.startswith(("layer2.", "layer3.")), key
     assert not net.bn1.training and not net.layer1.training and net.layer2.training
+
+
+def test_frozen_bn_is_a_config_option():
+    assert config_from_dict({}).model.frozen_bn == "train"
+    with pytest.raises(UserError, match="model.frozen_bn"):
+        config_from_dict({"model": {"frozen_bn": "fixed"}})
 
 
 def test_feature_shape_keeps_modes_and_stats():
@@ -139,8 +166,9 @@ def test_missing_imagenet_weights_message(tmp_path, monkeypatch):
     message = str(info.value)
     assert str(expected) in message
     assert IMAGENET_WEIGHTS["resnet18"].url in message
-    assert "pretrained: none" in message
+    assert "pretrained: none" in message and "VPR_OFFLINE" in message
     assert isinstance(info.value, FileNotFoundError)
+    assert not expected.exists()  # offline: nothing was downloaded
 
 
 def test_missing_explicit_weights_file(tmp_path):
@@ -245,11 +273,12 @@ def test_build_model_forward(name):
     assert "resnet18" in text and "256x4x4" in text and f"descriptor_dim={model.descriptor_dim}" in text
 
 
-def test_build_model_training_step_updates_only_trainable():
-    model = build_model(_model_cfg(layers_to_crop=[3, 4], layers_to_freeze=1,
+def test_build_model_training_step_updates_only_trainable(r18_weights):
+    model = build_model(_model_cfg(pretrained=r18_weights, layers_to_crop=[3, 4], layers_to_freeze=1,
+                                   frozen_bn="eval",
                                    aggregator={"name": "mixvpr", "out_channels": 16, "out_rows": 2}), SIZE)
     assert model.training and model.descriptor_dim == 32 and model.feature_shape == (128, 8, 8)
-    model.eval().train()  # the parent's train() must keep the frozen stem and layer1 in eval
+    model.eval().train()  # with frozen_bn eval the parent's train() keeps the frozen stem and layer1 in eval
     assert not model.backbone.bn1.training and not model.backbone.layer1.training
     assert model.backbone.layer2.training and model.aggregator.training
     frozen_before = model.backbone.layer1[0].conv1.weight.clone()

@@ -161,3 +161,29 @@ def test_bad_config_fails_before_training_naming_the_key(embedded_root, tmp_path
     assert result.returncode == 2
     assert "optimizer.name" in result.stderr and "adamw" in result.stderr
     assert not (tmp_path / "r").exists()
+
+
+def test_bf16_channels_last_trains_finite_and_resumes_exactly_on_cpu(embedded_root, tmp_path):
+    # The GPU settings (bf16 autocast, channels_last) run on the CPU too, so CI exercises their path.
+    gpu_path = ("training.precision=bf16", "training.channels_last=true", "model.aggregator.name=gem")
+    two = load_config(None, tiny(embedded_root, *gpu_path, "training.epochs=2"))
+    straight = train(two, out_dir=tmp_path / "straight", progress=False)
+    history = json.loads((tmp_path / "straight" / "history.json").read_text())
+    assert all(torch.isfinite(torch.tensor(h["train_loss"])) for h in history)
+
+    one = load_config(None, tiny(embedded_root, *gpu_path, "training.epochs=1"))
+    train(one, out_dir=tmp_path / "resumed", progress=False)
+    resumed = train(two, out_dir=tmp_path / "resumed", resume=True, progress=False)
+    assert resumed["epochs"] == straight["epochs"] == 2
+    a = load_checkpoint(tmp_path / "straight" / "last.pt")
+    b = load_checkpoint(tmp_path / "resumed" / "last.pt")
+    for key, value in a["model"].items():
+        assert torch.equal(value, b["model"][key]), key
+
+    from pipeline.models import model_from_config
+    model = model_from_config(two).eval().to(memory_format=torch.channels_last)
+    model.load_state_dict(a["model"])
+    images = torch.rand(4, 3, 32, 32).to(memory_format=torch.channels_last)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        descriptors = model(images)
+    assert descriptors.dtype == torch.float32 and torch.isfinite(descriptors).all()

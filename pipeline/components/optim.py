@@ -4,16 +4,20 @@ Each registry entry builds itself: an optimizer model's `build(params)` is the t
 a scheduler model's `build(optimizer, steps_per_epoch, epochs)` is the torch LR scheduler (or
 None). A name builds exactly its class (`adam` is `torch.optim.Adam`, never AdamW).
 
-Schedulers, and when the `SchedulerDriver` steps them (`warmup_steps` composes with all):
+Schedulers step once per epoch (`interval: epoch`, PyTorch Lightning's default, as GSV-Cities
+ran them) or after every optimizer step (`interval: step`); their units follow the interval:
 
-    none       -                     constant LR
-    multistep  per epoch             milestones in epochs, LR *= gamma at each
-    plateau    per epoch (metric)    ReduceLROnPlateau on train_loss (mode min) or
-                                     val_recall@1 (mode max); factor, patience, min_lr
-    cosine     per epoch             CosineAnnealingLR, T_max in epochs (None: the run's epochs)
-    cyclic     per optimizer step    CyclicLR, step_size_up in steps (or step_size_up_epochs);
-                                     cycle_momentum off unless asked (only SGD with momentum)
-    warmup     per optimizer step    LR x min(1, (k+1)/warmup_steps) for step k = 0, 1, ...
+    none       constant LR
+    multistep  milestones (epochs or steps), LR *= gamma at each
+    plateau    ReduceLROnPlateau on train_loss (mode min) or val_recall@1 (mode max); epoch only
+    cosine     CosineAnnealingLR, T_max (None: the run's length in the interval's units)
+    cyclic     CyclicLR, step_size_up (or step_size_up_epochs, converted); cycle_momentum off
+               unless asked (only SGD with momentum)
+
+Warmup, as GSV-Cities' `optimizer_step`: during the first `warmup_steps` optimizer steps every
+parameter group's LR is SET to min(1, (k+1)/warmup_steps) x the optimizer's lr for step k,
+overwriting whatever the scheduler set; after that the scheduler's values apply (chainable torch
+schedulers continue from the LR warmup left, exactly as in Lightning).
 """
 
 from __future__ import annotations
@@ -115,12 +119,16 @@ OPTIMIZERS: dict[str, type[_OptimizerBase]] = {
 # Schedulers -----------------------------------------------------------------------------------
 
 class _SchedulerBase(ComponentConfig):
-    per_batch: ClassVar[bool] = False  # stepped after every optimizer step, else after every epoch
     warmup_steps: int = Field(0, ge=0)
+    interval: Literal["epoch", "step"] = "epoch"  # when the scheduler steps (Lightning's default: epoch)
 
     def build(self, optimizer: torch.optim.Optimizer, steps_per_epoch: int, epochs: int) -> Any:
         """The torch LR scheduler on `optimizer` (None: constant LR)."""
         return None
+
+    def units_per_epoch(self, steps_per_epoch: int) -> int:
+        """Scheduler steps per epoch: 1, or the optimizer steps of an epoch with `interval: step`."""
+        return steps_per_epoch if self.interval == "step" else 1
 
     def monitored(self) -> str | None:
         """The per-epoch metric the scheduler reads (None: it reads none)."""
@@ -134,7 +142,7 @@ class NoSchedulerConfig(_SchedulerBase):
 
 
 class MultiStepConfig(_SchedulerBase):
-    """torch MultiStepLR; milestones in epochs. Defaults: the GSV-Cities recipe."""
+    """torch MultiStepLR; milestones in the interval's units. Defaults: the GSV-Cities recipe."""
 
     target: ClassVar[type] = _LR.MultiStepLR
     name: Literal["multistep"] = "multistep"
@@ -145,7 +153,7 @@ class MultiStepConfig(_SchedulerBase):
     def _milestones(self) -> MultiStepConfig:
         ms = self.milestones
         if any(m < 1 for m in ms) or any(b <= a for a, b in zip(ms, ms[1:])):
-            raise ValueError(f"milestones: must be strictly increasing epochs >= 1, got {ms}")
+            raise ValueError(f"milestones: must be strictly increasing and >= 1, got {ms}")
         return self
 
     def build(self, optimizer: torch.optim.Optimizer, steps_per_epoch: int, epochs: int) -> Any:
@@ -172,6 +180,12 @@ class PlateauConfig(_SchedulerBase):
     patience: int = Field(10, ge=0)
     min_lr: float = Field(0.0, ge=0)
 
+    @model_validator(mode="after")
+    def _per_epoch(self) -> PlateauConfig:
+        if self.interval != "epoch":
+            raise ValueError("interval: plateau reads a per-epoch metric; only interval: epoch is possible")
+        return self
+
     @property
     def mode(self) -> str:
         """'min' for a loss, 'max' for a recall."""
@@ -186,7 +200,7 @@ class PlateauConfig(_SchedulerBase):
 
 
 class CosineConfig(_SchedulerBase):
-    """torch CosineAnnealingLR; T_max in epochs, None = the run's number of epochs."""
+    """torch CosineAnnealingLR; T_max in the interval's units, None = the whole run."""
 
     target: ClassVar[type] = _LR.CosineAnnealingLR
     name: Literal["cosine"] = "cosine"
@@ -194,19 +208,20 @@ class CosineConfig(_SchedulerBase):
     eta_min: float = Field(0.0, ge=0)
 
     def build(self, optimizer: torch.optim.Optimizer, steps_per_epoch: int, epochs: int) -> Any:
-        return _LR.CosineAnnealingLR(optimizer, T_max=self.T_max or epochs, eta_min=self.eta_min)
+        t_max = self.T_max or epochs * self.units_per_epoch(steps_per_epoch)
+        return _LR.CosineAnnealingLR(optimizer, T_max=t_max, eta_min=self.eta_min)
 
 
 class CyclicConfig(_SchedulerBase):
-    """torch CyclicLR, stepped per optimizer step.
+    """torch CyclicLR. base_lr None = the optimizer's lr.
 
-    base_lr None = the optimizer's lr. Give the half-cycle either in optimizer steps
-    (`step_size_up`, torch default 2000) or in epochs (`step_size_up_epochs`, converted with the
-    run's steps per epoch; paper 003 cycled once per epoch: step_size_up_epochs 1).
+    The half-cycle `step_size_up` counts scheduler steps (epochs with `interval: epoch`, optimizer
+    steps with `interval: step`; torch default 2000), or give `step_size_up_epochs`, converted
+    with the interval. Paper 003 (base_lr 1e-3, max_lr 0.1, step_size_up 1, stepped per epoch by
+    Lightning) is a triangle over epochs: 1e-3, 0.1, 1e-3, 0.0505, ...
     """
 
     target: ClassVar[type] = _LR.CyclicLR
-    per_batch: ClassVar[bool] = True
     name: Literal["cyclic"] = "cyclic"
     base_lr: float | None = Field(None, gt=0)
     max_lr: float = Field(gt=0)
@@ -233,7 +248,8 @@ class CyclicConfig(_SchedulerBase):
         if self.cycle_momentum and "momentum" not in optimizer.defaults:
             raise ConfigError(f"scheduler.cycle_momentum: needs an optimizer with momentum (sgd), "
                               f"got {type(optimizer).__name__}")
-        step_size_up = self.step_size_up or max(1, round(self.step_size_up_epochs * steps_per_epoch))
+        step_size_up = self.step_size_up or max(1, round(self.step_size_up_epochs
+                                                          * self.units_per_epoch(steps_per_epoch)))
         return _LR.CyclicLR(optimizer, base_lr=base_lr, max_lr=self.max_lr, step_size_up=step_size_up,
                             mode=self.mode, cycle_momentum=self.cycle_momentum)
 
@@ -259,70 +275,60 @@ class SchedulerDriver:
     """One object the trainer steps without branching on the scheduler kind.
 
     Call `step_batch()` after every optimizer step and `step_epoch(metrics)` after every epoch
-    (metrics: e.g. {"train_loss": 0.3, "val_recall_at_1": 61.2}; only `plateau` reads one). Per-epoch
-    schedulers step in `step_epoch`, `cyclic` in `step_batch`. Warmup composes multiplicatively:
-    the wrapped torch scheduler always sees and updates the un-warmed ("scheduled") LR, and the
-    optimizer gets scheduled LR x warmup factor, so no torch scheduler is chained onto another.
+    (metrics: e.g. {"train_loss": 0.3, "val_recall_at_1": 61.2}; only `plateau` reads one). The
+    torch scheduler steps in the one matching its interval. Warmup (see the module docstring) is
+    applied after each of them, so the LR in the optimizer is always the one the next optimizer
+    step uses: `current_lr()`.
 
     Resume: build the driver on a freshly built optimizer, then load the optimizer's and the
     driver's state dicts (either order).
     """
 
     def __init__(self, optimizer: torch.optim.Optimizer, scheduler: Any, *, name: str,
-                 per_batch: bool = False, warmup_steps: int = 0, monitor: str | None = None) -> None:
+                 interval: str = "epoch", warmup_steps: int = 0, monitor: str | None = None,
+                 base_lrs: list[float] | None = None) -> None:
         self.optimizer = optimizer
         self.scheduler = scheduler
         self.name = name
-        self.per_batch = per_batch
+        self.interval = interval
         self.warmup_steps = int(warmup_steps)
         self.monitor = monitor
+        # Warmup ramps to the optimizer's own lr (GSV-Cities: `self.lr`), not a scheduler's base.
+        self.base_lrs = list(base_lrs) if base_lrs is not None else [float(g["lr"]) for g in optimizer.param_groups]
         self.batch_steps = 0
         self.epochs_done = 0
-        self._scheduled = [float(g["lr"]) for g in optimizer.param_groups]
-        self._apply()
+        self._warmup()
 
     def __repr__(self) -> str:
-        timing = "per batch" if self.per_batch else "per epoch"
-        return (f"SchedulerDriver({self.name}, {timing}, warmup_steps={self.warmup_steps}, "
+        return (f"SchedulerDriver({self.name}, per {self.interval}, warmup_steps={self.warmup_steps}, "
                 f"steps={self.batch_steps}, epochs={self.epochs_done}, lr={self.current_lr():.3g})")
 
-    def warmup_factor(self) -> float:
-        """Multiplier of the LR for the next optimizer step: (k+1)/warmup_steps for step k, then 1."""
-        if self.warmup_steps <= 0 or self.batch_steps >= self.warmup_steps:
-            return 1.0
-        return (self.batch_steps + 1) / self.warmup_steps
-
-    def _apply(self) -> None:
-        factor = self.warmup_factor()
-        for group, lr in zip(self.optimizer.param_groups, self._scheduled):
-            group["lr"] = lr * factor
-
-    def _step_scheduler(self, *args: Any) -> None:
-        # Let the torch scheduler read the un-warmed LR, then record what it set.
-        for group, lr in zip(self.optimizer.param_groups, self._scheduled):
-            group["lr"] = lr
-        self.scheduler.step(*args)
-        self._scheduled = [float(g["lr"]) for g in self.optimizer.param_groups]
+    def _warmup(self) -> None:
+        """During warmup, SET every group's LR for the next optimizer step (k = batch_steps)."""
+        if self.batch_steps < self.warmup_steps:
+            factor = min(1.0, (self.batch_steps + 1) / self.warmup_steps)
+            for group, base in zip(self.optimizer.param_groups, self.base_lrs):
+                group["lr"] = factor * base
 
     def step_batch(self) -> None:
-        """After each optimizer step: advance warmup and per-batch schedulers."""
+        """After each optimizer step: step-interval schedulers, then warmup."""
         self.batch_steps += 1
-        if self.per_batch and self.scheduler is not None:
-            self._step_scheduler()
-        self._apply()
+        if self.interval == "step" and self.scheduler is not None:
+            self.scheduler.step()
+        self._warmup()
 
     def step_epoch(self, metrics: Mapping[str, float] | None = None) -> None:
-        """After each epoch: advance per-epoch schedulers (plateau reads `metrics[monitor]`)."""
+        """After each epoch: epoch-interval schedulers (plateau reads `metrics[monitor]`), then warmup."""
         self.epochs_done += 1
-        if not self.per_batch and self.scheduler is not None:
+        if self.interval == "epoch" and self.scheduler is not None:
             if self.monitor is not None:
                 if not metrics or self.monitor not in metrics:
                     raise ValueError(f"scheduler {self.name!r} monitors {self.monitor!r} but step_epoch got "
                                      f"{sorted(metrics or {})}")
-                self._step_scheduler(float(metrics[self.monitor]))
+                self.scheduler.step(float(metrics[self.monitor]))
             else:
-                self._step_scheduler()
-        self._apply()
+                self.scheduler.step()
+        self._warmup()
 
     def current_lr(self) -> float:
         """The LR of the first parameter group, as the next optimizer step will use it."""
@@ -332,36 +338,41 @@ class SchedulerDriver:
         """Everything needed to continue the same LR trajectory."""
         return {
             "name": self.name,
+            "interval": self.interval,
             "warmup_steps": self.warmup_steps,
             "batch_steps": self.batch_steps,
             "epochs_done": self.epochs_done,
-            "scheduled_lrs": list(self._scheduled),
+            "base_lrs": list(self.base_lrs),
             "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore a `state_dict()`; refuses a state saved for another scheduler or warmup."""
-        if state["name"] != self.name or state["warmup_steps"] != self.warmup_steps:
-            raise ValueError(f"scheduler state is for {state['name']!r} with warmup_steps {state['warmup_steps']}, "
-                             f"this driver is {self.name!r} with warmup_steps {self.warmup_steps}")
+        """Restore a `state_dict()`; refuses a state saved for another scheduler, interval or warmup."""
+        mine = (self.name, self.interval, self.warmup_steps)
+        theirs = (state["name"], state.get("interval"), state["warmup_steps"])
+        if theirs != mine:
+            raise ValueError(f"scheduler state is for {theirs[0]!r} (interval {theirs[1]}, warmup_steps "
+                             f"{theirs[2]}), this driver is {mine[0]!r} (interval {mine[1]}, warmup_steps {mine[2]})")
         if self.scheduler is not None:
             # CyclicLR.load_state_dict pops keys from its argument: give it a copy.
             self.scheduler.load_state_dict(copy.deepcopy(state["scheduler"]))
         self.batch_steps = int(state["batch_steps"])
         self.epochs_done = int(state["epochs_done"])
-        self._scheduled = [float(x) for x in state["scheduled_lrs"]]
-        self._apply()
+        self.base_lrs = [float(x) for x in state["base_lrs"]]
+        self._warmup()
 
 
 def build_scheduler(cfg: Any, optimizer: torch.optim.Optimizer, steps_per_epoch: int,
                     epochs: int) -> SchedulerDriver:
     """A SchedulerDriver for the scheduler named by `cfg`, on a freshly built `optimizer`.
 
-    `steps_per_epoch` (optimizer steps) converts epoch units to steps; `epochs` is the default
-    cosine T_max.
+    `steps_per_epoch` (optimizer steps) converts epoch units to steps; `epochs` sizes the
+    default cosine T_max.
     """
     cfg = coerce("scheduler", SCHEDULERS, SchedulerConfig, cfg)
     if steps_per_epoch < 1 or epochs < 1:
         raise ValueError(f"steps_per_epoch and epochs must be >= 1, got {steps_per_epoch}, {epochs}")
+    base_lrs = [float(g["lr"]) for g in optimizer.param_groups]  # before a scheduler changes them
     return SchedulerDriver(optimizer, cfg.build(optimizer, steps_per_epoch, epochs), name=cfg.name,
-                           per_batch=cfg.per_batch, warmup_steps=cfg.warmup_steps, monitor=cfg.monitored())
+                           interval=cfg.interval, warmup_steps=cfg.warmup_steps, monitor=cfg.monitored(),
+                           base_lrs=base_lrs)

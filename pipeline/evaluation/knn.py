@@ -1,8 +1,12 @@
 """Exact inner-product k-nearest-neighbour search with backend-independent rankings.
 
-Two backends compute the same exact search: `faiss` (IndexFlatIP on the CPU) and `torch`
-(matmul + topk on the tensors' device; the PyPI faiss GPU wheels do not support recent GPUs such
-as the H200). On unit vectors the inner product is the cosine similarity.
+Two backends compute the same exact search: `faiss` (a flat inner-product index) and `torch`
+(matmul + topk on the tensors' device). On unit vectors the inner product is the cosine similarity.
+Which runs where (`backend="auto"`):
+
+    descriptors on the CPU                      faiss IndexFlatIP (faiss-cpu, a core dependency)
+    descriptors on CUDA, faiss-gpu importable   faiss GpuIndexFlatIP on that GPU (`pip install '.[gpu]'`)
+    descriptors on CUDA, no faiss-gpu           torch matmul + topk on that GPU
 
 Rankings are canonical, so that both backends (and CPU vs GPU) return the same indices:
 
@@ -70,7 +74,8 @@ def knn_search(database: ArrayLike, queries: ArrayLike, k: int,
     k = int(k)
 
     backend = resolve_backend(backend, db, q)
-    if backend == "torch":
+    on_gpu = (db.is_cuda or q.is_cuda) and (backend == "torch" or faiss_gpu_available())
+    if on_gpu:
         device = db.device if db.is_cuda else q.device
         db, q = db.to(device), q.to(device)
     else:
@@ -90,13 +95,23 @@ def knn_search(database: ArrayLike, queries: ArrayLike, k: int,
 
 
 def resolve_backend(backend: str, *descriptors: ArrayLike) -> str:
-    """The backend `knn_search` uses for these inputs: "auto" means torch for CUDA tensors, else faiss."""
+    """The backend `knn_search` uses for these inputs: "auto" means faiss on the CPU, and for CUDA
+    tensors faiss on their GPU when faiss-gpu is importable, torch otherwise."""
     if backend not in BACKENDS:
         raise ValueError(f"knn backend '{backend}' is not one of {list(BACKENDS)}")
     if backend != "auto":
         return backend
     on_cuda = any(isinstance(d, torch.Tensor) and d.is_cuda for d in descriptors)
-    return "torch" if on_cuda else "faiss"
+    return "faiss" if not on_cuda or faiss_gpu_available() else "torch"
+
+
+def faiss_gpu_available() -> bool:
+    """True when the installed faiss has GPU support (faiss-gpu) and sees a GPU."""
+    try:
+        import faiss
+    except ImportError:
+        return False
+    return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
 
 
 def _as_float32_tensor(x: ArrayLike, name: str) -> torch.Tensor:
@@ -126,12 +141,20 @@ def _check_finite(t: torch.Tensor, name: str) -> None:
 
 
 def _faiss_candidates(db: torch.Tensor, q: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-    import faiss  # imported lazily: a GPU-only run never needs it
+    """Candidates from a faiss flat index: on db's GPU when db is a CUDA tensor, else on the CPU."""
+    import faiss  # imported lazily: a torch-only GPU run never needs it
 
-    index = faiss.IndexFlatIP(db.shape[1])
-    index.add(db.numpy())
-    scores, idx = index.search(q.numpy(), n)
-    return torch.from_numpy(scores), torch.from_numpy(idx.astype(np.int64, copy=False))
+    if db.is_cuda:
+        config = faiss.GpuIndexFlatConfig()
+        config.device = db.device.index or 0
+        resources = faiss.StandardGpuResources()  # kept alive by this frame while the index is used
+        index = faiss.GpuIndexFlatIP(resources, db.shape[1], config)
+    else:
+        index = faiss.IndexFlatIP(db.shape[1])
+    index.add(db.cpu().numpy())
+    scores, idx = index.search(q.cpu().numpy(), n)
+    to = db.device  # canonicalisation continues on the descriptors' device
+    return torch.from_numpy(scores).to(to), torch.from_numpy(idx.astype(np.int64, copy=False)).to(to)
 
 
 @contextlib.contextmanager

@@ -148,25 +148,8 @@ def evaluate(model: nn.Module, dataset: Any, recall_at: Sequence[int] = (1, 5, 1
     clamped to it (with a warning); Recall@N for N at or beyond the database size then counts any
     positive. `preprocess` is applied to each batch on the device (see `extract_descriptors`).
     """
-    ns = list(recall_at)
-    if not ns or any(isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1 for n in ns):
-        raise ValueError(f"recall_at must be a non-empty list of positive integers, got {recall_at!r}")
-    if top_k < max(ns):
-        raise ValueError(f"top_k={top_k} is smaller than the largest N in recall_at={ns}: "
-                         f"set top_k >= {max(ns)}")
-    if knn_backend not in BACKENDS:
-        raise ValueError(f"knn_backend '{knn_backend}' is not one of {list(BACKENDS)}")
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision '{precision}' is not one of {list(PRECISIONS)}")
-    if resize is None and hasattr(dataset, "image_size"):
-        size = dataset.image_size
-        resize = {"size": None if size is None else list(size),
-                  "interpolation": getattr(dataset, "interpolation", None)}
-    resize = copy.deepcopy(resize)  # recorded as given, never aliased to the caller's dict
-    try:
-        json.dumps(resize)
-    except TypeError as err:
-        raise TypeError(f"resize must be JSON-serialisable to be recorded: {err}") from None
+    ns = _check_arguments(recall_at, top_k, knn_backend, precision)
+    resize = _resize_record(resize, dataset)
     n_db, n_q = dataset.num_database, dataset.num_queries
     _check_dataset(dataset, n_db, n_q)
 
@@ -210,6 +193,35 @@ def evaluate(model: nn.Module, dataset: Any, recall_at: Sequence[int] = (1, 5, 1
     log.info("%s: %s (%d queries, %d database, %.1f s)", result.dataset,
              ", ".join(f"R@{n}={r:.2f}" for n, r in result.recalls.items()), n_q, n_db, result.seconds)
     return result
+
+
+def _check_arguments(recall_at: Sequence[int], top_k: int, knn_backend: str, precision: str) -> list[int]:
+    """The recall cut-offs as a list; ValueError for arguments `evaluate` cannot honour."""
+    ns = list(recall_at)
+    if not ns or any(isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1 for n in ns):
+        raise ValueError(f"recall_at must be a non-empty list of positive integers, got {recall_at!r}")
+    if top_k < max(ns):
+        raise ValueError(f"top_k={top_k} is smaller than the largest N in recall_at={ns}: "
+                         f"set top_k >= {max(ns)}")
+    if knn_backend not in BACKENDS:
+        raise ValueError(f"knn_backend '{knn_backend}' is not one of {list(BACKENDS)}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision '{precision}' is not one of {list(PRECISIONS)}")
+    return ns
+
+
+def _resize_record(resize: dict[str, Any] | None, dataset: Any) -> dict[str, Any] | None:
+    """The resize policy to record: as given, else the dataset's own; a JSON-safe copy."""
+    if resize is None and hasattr(dataset, "image_size"):
+        size = dataset.image_size
+        resize = {"size": None if size is None else list(size),
+                  "interpolation": getattr(dataset, "interpolation", None)}
+    resize = copy.deepcopy(resize)  # recorded as given, never aliased to the caller's dict
+    try:
+        json.dumps(resize)
+    except TypeError as err:
+        raise TypeError(f"resize must be JSON-serialisable to be recorded: {err}") from None
+    return resize
 
 
 def _hits(predictions: np.ndarray, positives: Sequence[np.ndarray], ns: Sequence[int],

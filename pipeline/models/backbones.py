@@ -7,13 +7,16 @@ torchvision's names (`conv1`, `bn1`, `layer1`, ...), so a torchvision state dict
   layer3 (ResNet-18/34: 256 channels, stride 16), `[3, 4]` cuts after layer2 (128 ch, stride 8),
   `[]` keeps everything (512 ch, stride 32). ResNet-50 has 4x the channels. `fc` and `avgpool`
   are always removed. Cropping layer3 alone is refused: layer4 consumes layer3's output.
-- `layers_to_freeze`: N in 0..4. 0 trains everything; N >= 1 freezes the stem (conv1 + bn1) and
-  layer1..layerN, so 2 freezes conv1, bn1, layer1, layer2 as in GSV-Cities. (GSV-Cities also
-  freezes the stem at 0; here 0 means nothing frozen, so every setting is expressible.) Frozen
-  modules get requires_grad False and stay in eval mode under `train()`, so the running stats of
-  their BatchNorms do not move.
-- `pretrained`: "imagenet" reads torchvision's IMAGENET1K_V1 file from the local torch hub cache
-  only (never downloads), a path loads that state dict, "none" is random init.
+- `layers_to_freeze`: N in 0..(kept layers), as GSV-Cities freezes: only a pretrained backbone
+  is frozen (random weights are never frozen); N >= 0 freezes the stem (conv1 + bn1), N >= 1 also
+  layer1, ..., N >= 3 also layer3. Freezing is `requires_grad_(False)` only.
+- `frozen_bn`: what frozen BatchNorm layers do under `model.train()`. "train" (GSV-Cities, the
+  default): they stay in training mode, normalise with batch statistics and keep updating their
+  running statistics. "eval": they are kept in eval mode (running statistics used and fixed).
+- `pretrained`: "imagenet" loads torchvision's IMAGENET1K_V1 weights through torchvision's own
+  loader and cache (downloaded when missing, checksum checked); with `VPR_OFFLINE=1` nothing is
+  downloaded and the file must already be in the cache (the error says where). A path loads that
+  state dict; "none" is random init.
 """
 
 from __future__ import annotations
@@ -111,7 +114,7 @@ class ResNetBackbone(nn.Module):
     """
 
     def __init__(self, name: str, resnet: torchvision.models.ResNet, layers_to_crop: Sequence[int] = (4,),
-                 layers_to_freeze: int = 0) -> None:
+                 layers_to_freeze: int | None = 0, frozen_bn: str = "train") -> None:
         super().__init__()
         self.name = name
         self.layers_to_crop = check_crop(layers_to_crop)
@@ -121,9 +124,14 @@ class ResNetBackbone(nn.Module):
         for layer in self.layer_names:
             setattr(self, layer, getattr(resnet, layer))
 
-        self.layers_to_freeze = check_freeze(layers_to_freeze, self.layers_to_crop)
-        self.frozen_modules: tuple[str, ...] = (_STEM + self.layer_names[:layers_to_freeze]
-                                                if layers_to_freeze else ())
+        # None: nothing frozen (a random-init backbone); else the stem and layer1..layerN.
+        self.layers_to_freeze = None if layers_to_freeze is None else check_freeze(layers_to_freeze,
+                                                                                   self.layers_to_crop)
+        self.frozen_modules: tuple[str, ...] = (() if layers_to_freeze is None
+                                                else _STEM + self.layer_names[:layers_to_freeze])
+        if frozen_bn not in ("train", "eval"):
+            raise BackboneError(f"frozen_bn must be 'train' or 'eval', got {frozen_bn!r}")
+        self.frozen_bn = frozen_bn
         for module_name in self.frozen_modules:
             getattr(self, module_name).requires_grad_(False)
 
@@ -139,10 +147,11 @@ class ResNetBackbone(nn.Module):
         return x
 
     def train(self, mode: bool = True) -> ResNetBackbone:
-        """Set train/eval mode, keeping frozen modules in eval so their BatchNorm stats stay put."""
+        """Set train/eval mode; with frozen_bn 'eval', frozen modules stay in eval (fixed BN statistics)."""
         super().train(mode)
-        for module_name in self.frozen_modules:
-            getattr(self, module_name).eval()
+        if self.frozen_bn == "eval":
+            for module_name in self.frozen_modules:
+                getattr(self, module_name).eval()
         return self
 
     @torch.no_grad()
@@ -165,7 +174,7 @@ class ResNetBackbone(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"name={self.name}, layers_to_crop={list(self.layers_to_crop)}, "
-                f"layers_to_freeze={self.layers_to_freeze}, out_channels={self.out_channels}, "
+                f"frozen={list(self.frozen_modules)}, frozen_bn={self.frozen_bn}, out_channels={self.out_channels}, "
                 f"stride={self.stride}")
 
 
@@ -202,24 +211,48 @@ def _apply_weights(backbone: ResNetBackbone, state: dict[str, torch.Tensor], pat
     backbone.load_state_dict(kept, strict=True)
 
 
-def build_backbone(name: str = "resnet18", pretrained: str | os.PathLike = "imagenet",
-                   layers_to_crop: Sequence[int] = (4,), layers_to_freeze: int = 0) -> ResNetBackbone:
-    """Build a cut/frozen ResNet backbone.
+def offline() -> bool:
+    """True when `VPR_OFFLINE` is set (to anything but '', '0', 'false'): nothing is downloaded."""
+    return os.environ.get("VPR_OFFLINE", "").strip().lower() not in ("", "0", "false", "no")
 
-    `pretrained`: "imagenet" (local torch hub cache only), "none", or a path to a .pth state dict
-    with torchvision key names. Raises BackboneError for an unknown name or invalid crop/freeze,
-    PretrainedWeightsNotFound when the weights file is absent, PretrainedWeightsMismatch when it
-    does not fit.
+
+def _imagenet_state_dict(name: str) -> tuple[dict[str, torch.Tensor], Path]:
+    """torchvision's ImageNet weights of `name` from its cache; downloaded (checksum checked) unless offline."""
+    path = imagenet_weights_path(name)
+    if offline() and not path.is_file():
+        raise PretrainedWeightsNotFound(
+            f"ImageNet weights for {name} not found at {path}, and VPR_OFFLINE is set so nothing is "
+            f"downloaded. On a machine with internet fetch {IMAGENET_WEIGHTS[name].url} and put it at {path} "
+            f"(or set TORCH_HOME so that <TORCH_HOME>/hub/checkpoints/ holds it), unset VPR_OFFLINE to let "
+            f"torchvision download it, pass pretrained: <path to a .pth state dict>, or use pretrained: none.")
+    if path.is_file():
+        return _load_state_dict(path), path
+    try:  # torchvision's loader: downloads into the same cache and checks the file's hash
+        return IMAGENET_WEIGHTS[name].get_state_dict(progress=True, check_hash=True), path
+    except (OSError, RuntimeError) as err:  # no network, or a corrupt download (hash mismatch)
+        raise PretrainedWeightsNotFound(
+            f"ImageNet weights for {name} could not be downloaded from {IMAGENET_WEIGHTS[name].url} ({err}); "
+            f"put the file at {path}, pass pretrained: <path to a .pth state dict>, or use pretrained: none.") \
+            from None
+
+
+def build_backbone(name: str = "resnet18", pretrained: str | os.PathLike = "imagenet",
+                   layers_to_crop: Sequence[int] = (4,), layers_to_freeze: int = 0,
+                   frozen_bn: str = "train") -> ResNetBackbone:
+    """Build a cut ResNet backbone, frozen GSV-Cities style when it is pretrained.
+
+    `pretrained`: "imagenet" (torchvision's cache; see the module docstring for VPR_OFFLINE),
+    "none" (random init: nothing is frozen), or a path to a .pth state dict with torchvision key
+    names. Raises BackboneError for an unknown name or invalid crop/freeze,
+    PretrainedWeightsNotFound when the weights are absent, PretrainedWeightsMismatch when they do
+    not fit.
     """
     _check_name(name)
+    check_freeze(layers_to_freeze, layers_to_crop)
+    # Load the weights before cutting: a bad file should fail before any module surgery.
+    state: dict[str, torch.Tensor] | None = None
     if pretrained == "imagenet":
-        path: Path | None = imagenet_weights_path(name)
-        if not path.is_file():
-            raise PretrainedWeightsNotFound(
-                f"ImageNet weights for {name} not found at {path} (this pipeline never downloads). "
-                f"On a machine with internet fetch {IMAGENET_WEIGHTS[name].url} and put it at {path} "
-                f"(or set TORCH_HOME so that <TORCH_HOME>/hub/checkpoints/ holds it), pass pretrained: "
-                f"<path to a .pth state dict>, or use pretrained: none for random initialisation.")
+        state, path = _imagenet_state_dict(name)
     elif pretrained == "none":
         path = None
     elif isinstance(pretrained, (str, os.PathLike)) and str(pretrained):
@@ -227,13 +260,13 @@ def build_backbone(name: str = "resnet18", pretrained: str | os.PathLike = "imag
         if not path.is_file():
             raise PretrainedWeightsNotFound(
                 f"pretrained weights file {path} for {name} not found; give an existing .pth state dict, "
-                f"pretrained: imagenet (torch hub cache), or pretrained: none for random initialisation.")
+                f"pretrained: imagenet (torchvision's cache), or pretrained: none for random initialisation.")
+        state = _load_state_dict(path)
     else:
         raise BackboneError(f"pretrained must be 'imagenet', 'none' or a path to a .pth file, got {pretrained!r}")
 
-    # Load the file before cutting: a bad file should fail before any module surgery.
-    state = _load_state_dict(path) if path is not None else None
-    backbone = ResNetBackbone(name, BACKBONES[name](weights=None), layers_to_crop, layers_to_freeze)
+    freeze = layers_to_freeze if state is not None else None  # GSV-Cities: only pretrained layers freeze
+    backbone = ResNetBackbone(name, BACKBONES[name](weights=None), layers_to_crop, freeze, frozen_bn)
     if state is not None:
         _apply_weights(backbone, state, path)
     return backbone

@@ -38,7 +38,7 @@ class VPRModel(nn.Module):
     def extra_repr(self) -> str:
         c, h, w = self.feature_shape
         return (f"backbone={self.backbone.name} (crop {list(self.backbone.layers_to_crop)}, "
-                f"freeze {self.backbone.layers_to_freeze}), image={self.image_size[0]}x{self.image_size[1]}, "
+                f"frozen {len(self.backbone.frozen_modules)} modules), image={self.image_size[0]}x{self.image_size[1]}, "
                 f"feature_map={c}x{h}x{w}, aggregator={self.aggregator.name}, descriptor_dim={self.descriptor_dim}")
 
     def __repr__(self) -> str:
@@ -63,7 +63,7 @@ def build_model(model_cfg: ModelConfig, image_size: Sequence[int] = (320, 320),
     """
     size = _check_image_size(image_size)
     net = build_backbone(model_cfg.backbone, pretrained or model_cfg.pretrained, model_cfg.layers_to_crop,
-                         model_cfg.layers_to_freeze)
+                         model_cfg.layers_to_freeze, model_cfg.frozen_bn)
     c, h, w = net.feature_shape(size)
     return VPRModel(net, build_aggregator(model_cfg.aggregator, c, h, w), (c, h, w), size)
 
