@@ -77,7 +77,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                 "datasets in the real releases' layouts. Deterministic in --seed.")
     synth.add_argument("--out", required=True, help="output folder (created; must be empty or a previous generation)")
     synth.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    synth.add_argument("--scale", default="demo", help="size preset: demo, small, medium, large (default demo)")
+    synth.add_argument("--scale", default="demo", help="size preset: demo, small, medium, large, real (480x640) (default demo)")
     synth.add_argument("--image-size", default=None,
                        help="N (square side) or HxW in pixels, e.g. 480x640 for the real datasets' size "
                        "(default: the scale's square size)")
