@@ -23,10 +23,14 @@ def _sweep_plan(args: argparse.Namespace) -> int:
 
 def _sweep_run(args: argparse.Namespace) -> int:
     from pipeline.sweeps.runner import run_sweep
+    from pipeline.sweeps.tracking import study_runs_open
 
     if args.jobs < 1:
         raise ValueError(f"--jobs must be >= 1, got {args.jobs}")
-    return run_sweep(_sweep_context(args), jobs=args.jobs, test=not args.skip_test, summary_path=args.summary)
+    ctx = _sweep_context(args)
+    studies = {s: [p.config_hash for p in ctx.planned if s in p.studies] for p in ctx.planned for s in p.studies}
+    with study_runs_open(ctx.tracking_uri, ctx.experiment, studies):  # parents end with the sweep
+        return run_sweep(ctx, jobs=args.jobs, test=not args.skip_test, summary_path=args.summary)
 
 
 def _sweep_evaluate(args: argparse.Namespace) -> int:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from pipeline.config import config_from_dict
+from pipeline.sweeps.mlflow_records import run_records
 from pipeline.sweeps.tracking import HASH_TAG, KIND_TAG, STATUS_TAG, Tracker, flatten, git_commit
 
 log = logging.getLogger(__name__)
@@ -67,7 +68,8 @@ def execute_run(spec: Mapping[str, Any], progress: bool = False) -> dict[str, An
         if finished:  # another worker finished it while this one waited in the queue
             return {"run_id": run_id, "skipped": True}
         try:
-            outcome = _train_and_test(tracker, run_id, spec, run_dir, progress)
+            with run_records(tracker, run_id, spec["config"], run_dir):  # datasets, system metrics, model
+                outcome = _train_and_test(tracker, run_id, spec, run_dir, progress)
         except BaseException as err:  # record every failure, then let the runner see it
             message = f"{type(err).__name__}: {err}"
             (run_dir / "error.txt").write_text(traceback.format_exc())

@@ -20,7 +20,8 @@ from typing import Any
 
 from pipeline.prepare import load_profile
 from pipeline.sweeps.runner import _die_with_parent, load_roots
-from pipeline.sweeps.tracking import KIND_TAG, STATUS_TAG, Tracker, default_tracking_uri, flatten, study_parent_runs
+from pipeline.sweeps.tracking import (KIND_TAG, STATUS_TAG, Tracker, default_tracking_uri, end_parent_run, flatten,
+                                      study_parent_runs)
 from pipeline.sweeps.tuning import (METRIC, best_params, elapsed_ok, fail_dead_trials, finished_count,
                                     load_tuning, make_pruner, make_sampler, open_storage, study_name, suggest,
                                     trial_budget, trial_config, write_json)
@@ -75,6 +76,7 @@ def run_tuning(path: str | Path, workers: int = 1, storage_url: str | None = Non
     procs = [subprocess.Popen([sys.executable, "-m", "pipeline.sweeps.tune_runner", str(spec_path), str(i)],
                               env=env, preexec_fn=_die_with_parent) for i in range(workers)]
     codes = [p.wait() for p in procs]
+    end_parent_run(tracker, parent, "FAILED" if any(codes) else "FINISHED")
     best = best_params(tuning, storage)
     out = Path(out_root) / tuning.id
     write_json(out / "best_params.json", best)
