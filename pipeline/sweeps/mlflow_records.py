@@ -14,6 +14,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import random
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -67,8 +69,16 @@ def log_datasets(tracker: Tracker, run_id: str, config: Mapping[str, Any]) -> No
         source = resolve_dataset_source(str(Path(root).resolve()))
         dataset = MetaDataset(source, name=name, digest=file_list_digest(root))
         inputs.append(DatasetInput(dataset._to_mlflow_entity(), [InputTag(MLFLOW_DATASET_CONTEXT, context)]))
-    if inputs:
-        _retry(lambda: tracker.client.log_inputs(run_id, datasets=inputs), "log datasets")
+    for attempt in range(5 if inputs else 0):
+        try:
+            _retry(lambda: tracker.client.log_inputs(run_id, datasets=inputs), "log datasets")
+            return
+        except Exception as err:
+            # Two workers logging the same new dataset at once: one insert wins, the other violates
+            # the (experiment, name, digest) key; a retry then finds the row and links it.
+            if attempt == 4 or not any(s in str(err).lower() for s in ("unique", "duplicate", "integrity")):
+                raise
+            time.sleep(0.2 + random.random())
 
 
 def log_best_model(tracker: Tracker, run_id: str, checkpoint: str | Path) -> None:
