@@ -19,10 +19,14 @@ def _report(args: argparse.Namespace) -> int:
 def _ui(args: argparse.Namespace) -> int:
     import subprocess
 
-    from pipeline.sweeps.tracking import default_tracking_uri
+    from pipeline.sweeps.tracking import Tracker, default_tracking_uri
 
     uri = default_tracking_uri()
-    print(f"MLflow UI for {uri} on http://{args.host}:{args.port}", flush=True)
+    # MLflow 3.17's UI starts in its GenAI mode (traces) whatever the experiment's kind tag says;
+    # the `workflowType` query switches it to model training, on the experiment's runs table.
+    experiment = Tracker(uri).experiment_id
+    print(f"MLflow UI for {uri}: open http://{args.host}:{args.port}/#/experiments/{experiment}"
+          "?workflowType=machine_learning", flush=True)
     return subprocess.call([sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
                             "--host", args.host, "--port", str(args.port)])
 

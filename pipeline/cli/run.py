@@ -19,8 +19,14 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
+    import tempfile
+
     from pipeline.evaluation.from_checkpoint import evaluate_checkpoint
 
+    if args.run:  # the run's MLflow model (runs:/RUN_ID/model) from the store, as a checkpoint file
+        from pipeline.sweeps.mlflow_records import checkpoint_from_run
+
+        args.checkpoint = checkpoint_from_run(args.run, Path(tempfile.mkdtemp(prefix="vpr-run-")) / "model.pt")
     result = evaluate_checkpoint(args.checkpoint, args.dataset, out_dir=args.out, device=args.device,
                                  resize=args.resize, interpolation=args.interpolation,
                                  batch_size=args.batch_size, num_workers=args.num_workers,
@@ -44,7 +50,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     evaluate = sub.add_parser("evaluate", help="evaluate a checkpoint on an evaluation split",
                               description="Extract descriptors, exact kNN, Recall@N; saves per-query predictions.")
-    evaluate.add_argument("--checkpoint", required=True, help="checkpoint file written by `vpr train`")
+    source = evaluate.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", help="checkpoint file written by `vpr train`")
+    source.add_argument("--run", metavar="RUN_ID", help="MLflow run id: its logged model runs:/RUN_ID/model "
+                        "(store: $MLFLOW_TRACKING_URI or the project's mlflow.db)")
     evaluate.add_argument("--dataset", required=True, help="evaluation split folder (with database/ and queries/)")
     evaluate.add_argument("--out", default=None, help="folder for summary.json and predictions.npz")
     evaluate.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")

@@ -25,6 +25,7 @@ def _sweep_plan(args: argparse.Namespace) -> int:
 
 def _sweep_run(args: argparse.Namespace) -> int:
     from pipeline.sweeps.runner import check_jobs, run_sweep
+    from pipeline.sweeps.tracking import study_runs_open
 
     check_jobs(args.jobs)  # before planning: a wrong flag fails at once
     executor = None
@@ -32,8 +33,11 @@ def _sweep_run(args: argparse.Namespace) -> int:
         from pipeline.sweeps.ray_executor import RayExecutor
 
         executor = RayExecutor(args.ray, cpus=args.cpus_per_run, gpus=args.gpus_per_run)
-    return run_sweep(_sweep_context(args), jobs=args.jobs, test=not args.skip_test, summary_path=args.summary,
-                     plan_path=args.record_plan, executor=executor)
+    ctx = _sweep_context(args)
+    studies = {s: [p.config_hash for p in ctx.planned if s in p.studies] for p in ctx.planned for s in p.studies}
+    with study_runs_open(ctx.tracking_uri, ctx.experiment, studies):  # parents end with the sweep
+        return run_sweep(ctx, jobs=args.jobs, test=not args.skip_test, summary_path=args.summary,
+                         plan_path=args.record_plan, executor=executor)
 
 
 def _sweep_evaluate(args: argparse.Namespace) -> int:

@@ -20,6 +20,7 @@ from typing import Any, Callable, Iterator
 from pipeline.config import config_from_dict
 from pipeline.data.catalog import SPLITS, VALIDATION, recall_metric
 from pipeline.sweeps.lease import Lease
+from pipeline.sweeps.mlflow_records import run_records
 from pipeline.sweeps.tracking import HASH_TAG, KIND_TAG, STATUS_TAG, Tracker, flatten, git_commit, metric_key
 
 log = logging.getLogger(__name__)
@@ -99,7 +100,8 @@ def execute_run(spec: Mapping[str, Any], progress: bool = False) -> dict[str, An
             if spec.get("tags"):
                 tracker.log(run_id, tags=spec["tags"])
             try:
-                outcome = _train_and_test(tracker, run_id, spec, run_dir, progress)
+                with run_records(tracker, run_id, spec["config"], run_dir):  # datasets, system metrics, model
+                    outcome = _train_and_test(tracker, run_id, spec, run_dir, progress)
             except BaseException as err:  # record every failure, then let the runner see it
                 message = f"{type(err).__name__}: {err}"
                 (run_dir / "error.txt").write_text(traceback.format_exc())

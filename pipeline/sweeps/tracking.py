@@ -13,7 +13,9 @@ import fcntl
 import logging
 import os
 import random
+import signal
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -28,6 +30,9 @@ EXPERIMENT = "vpr-sweep"
 STATUS_TAG = "vpr.status"          # new | running | finished | failed
 HASH_TAG = "vpr.config_hash"
 KIND_TAG = "vpr.kind"              # run | study
+# The MLflow UI opens an experiment on the page its kind names; without the tag, MLflow 3 shows its
+# GenAI overview (traces, tokens) instead of the runs table.
+EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
 T = TypeVar("T")
 
 
@@ -110,12 +115,15 @@ class Tracker:
         def get_or_create() -> str:
             exp = self.client.get_experiment_by_name(self.experiment_name)
             if exp is not None:
+                if exp.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:  # stores made before the tag
+                    self.client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
                 return exp.experiment_id
             try:
                 location = self.artifact_root
                 if location is None and self.tracking_uri.startswith("sqlite:"):
                     location = default_artifact_root(Path(self.tracking_uri[len("sqlite:///"):]).parent)
-                return self.client.create_experiment(self.experiment_name, artifact_location=location)
+                return self.client.create_experiment(self.experiment_name, artifact_location=location,
+                                                     tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
             except Exception:
                 exp = self.client.get_experiment_by_name(self.experiment_name)  # created concurrently
                 if exp is None:
@@ -237,10 +245,73 @@ def git_commit(cwd: str | Path = ".") -> str:
 
 
 def study_parent_runs(tracker: Tracker, studies: Iterable[str]) -> dict[str, str]:
-    """One parent MLflow run per study (created once, reused by reruns); returns study -> run id."""
-    existing = {r.data.tags.get("vpr.study"): r.info.run_id for r in tracker.search(f"tags.`{KIND_TAG}` = 'study'")}
+    """One parent MLflow run per study (created once, reused by reruns); returns study -> run id.
+
+    A reused parent is RUNNING again until `end_study_runs` ends it.
+    """
+    existing = {r.data.tags.get("vpr.study"): r for r in tracker.search(f"tags.`{KIND_TAG}` = 'study'")}
     out = {}
     for study in studies:
-        out[study] = existing.get(study) or tracker.create_run(
-            study, {KIND_TAG: "study", "vpr.study": study})
+        run = existing.get(study)
+        if run is None:
+            out[study] = tracker.create_run(study, {KIND_TAG: "study", "vpr.study": study})
+            continue
+        out[study] = run.info.run_id
+        if run.info.status != "RUNNING":
+            _retry(lambda: tracker.client.update_run(out[study], status="RUNNING"), "reopen study run")
     return out
+
+
+def end_parent_run(tracker: Tracker, run_id: str, status: str) -> None:
+    """End a study or tuning parent run as FINISHED, FAILED or KILLED."""
+    _retry(lambda: tracker.client.set_terminated(run_id, status), "end parent run")
+
+
+def end_study_runs(tracker: Tracker, hashes_by_study: Mapping[str, Iterable[str]], interrupted: bool) -> dict[str, str]:
+    """End each study's parent run: FINISHED when every run of it is finished, else KILLED when the
+    sweep was interrupted, FAILED otherwise. Returns study -> status (studies with a parent run)."""
+    parents = {r.data.tags.get("vpr.study"): r.info.run_id for r in tracker.search(f"tags.`{KIND_TAG}` = 'study'")}
+    by_hash = tracker.runs_by_hash()
+    ended = {}
+    for study, hashes in hashes_by_study.items():
+        if study not in parents:
+            continue
+        done = all(h in by_hash and by_hash[h].data.tags.get(STATUS_TAG) == "finished" for h in hashes)
+        ended[study] = "FINISHED" if done else "KILLED" if interrupted else "FAILED"
+        end_parent_run(tracker, parents[study], ended[study])
+    return ended
+
+
+@contextmanager
+def study_runs_open(tracking_uri: str, experiment: str,
+                    hashes_by_study: Mapping[str, Iterable[str]]) -> Iterator[None]:
+    """Around a sweep: on the way out (finished, failed, Ctrl-C or SIGTERM) end the studies' parent
+    runs by the state of their runs, so none stays RUNNING after the sweep is gone.
+
+    With `--shard`, `hashes_by_study` holds this machine's share; the last machine to end writes last.
+    """
+    hashes = {s: list(h) for s, h in hashes_by_study.items()}
+    restore = _sigterm_as_interrupt()
+    interrupted = False
+    try:
+        yield
+    except KeyboardInterrupt:
+        interrupted = True
+        raise
+    finally:
+        restore()
+        ended = end_study_runs(Tracker(tracking_uri, experiment), hashes, interrupted)
+        if ended:
+            log.info("study runs ended: %s", ended)
+
+
+def _sigterm_as_interrupt() -> Callable[[], None]:
+    """Make SIGTERM raise KeyboardInterrupt (as Ctrl-C does) in the main thread; returns the undo."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    return lambda: signal.signal(signal.SIGTERM, previous)

@@ -16,7 +16,7 @@ from typing import Any
 from pipeline.errors import UserError
 from pipeline.profile import check_roots, load_profile
 from pipeline.sweeps.processes import cuda_device_count, spawn_worker
-from pipeline.sweeps.tracking import Tracker, default_tracking_uri, study_parent_runs
+from pipeline.sweeps.tracking import Tracker, default_tracking_uri, end_parent_run, study_parent_runs
 from pipeline.sweeps.tuning import (METRIC, Tuning, best_params, fail_dead_trials, load_tuning, make_sampler,
                                     open_storage, study_name, write_json)
 
@@ -88,6 +88,7 @@ def run_tuning(path: str | Path, workers: int = 1, storage_url: str | None = Non
         procs = [spawn_worker("pipeline.sweeps.tune_worker", [str(spec_path), str(i)], i, workers, devices)
                  for i in range(workers)]
         codes = [p.wait() for p in procs]
+    end_parent_run(tracker, parent, "FAILED" if any(codes) else "FINISHED")
     best = best_params(tuning, storage)
     write_json(Path(out_root) / tuning.id / "best_params.json", best)
     for opt, b in best.items():

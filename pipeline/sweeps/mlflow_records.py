@@ -1,0 +1,164 @@
+"""What MLflow's own UI and APIs expect of a training run, beyond params and metrics.
+
+- its datasets as MLflow dataset inputs (name, source path, digest of the file list, context
+  train / validation / test), which fill the runs table's Dataset column;
+- its best model as an MLflow model (`runs:/<run id>/model`, loadable with
+  `mlflow.pytorch.load_model`), with an input example and signature;
+- system metrics (CPU, memory, disk, network; GPU where `nvidia-ml-py` finds one) sampled while it
+  trains, by MLflow's own monitor. Switch: `VPR_SYSTEM_METRICS=0` turns it off;
+  `VPR_SYSTEM_METRICS_INTERVAL` sets the sampling period in seconds (default 10).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import random
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from pipeline.data.catalog import SPLITS, VALIDATION
+from pipeline.errors import UserError
+from pipeline.sweeps.tracking import Tracker, _retry
+
+log = logging.getLogger(__name__)
+
+MODEL_NAME = "model"                      # runs:/<run id>/model
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+
+
+class RunModelError(UserError):
+    """A run id that has no MLflow model (or no config) to evaluate."""
+
+
+def file_list_digest(root: str | Path) -> str:
+    """Digest of a dataset folder: its image files' relative paths and sizes (not their bytes, so
+    it is cheap on the real datasets and still changes when a file is added, removed or replaced)."""
+    root = Path(root)
+    h = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES):
+        h.update(f"{path.relative_to(root).as_posix()}\t{path.stat().st_size}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def dataset_roles(config: Mapping[str, Any]) -> list[tuple[str, str, str]]:
+    """(name, root, context) of every dataset a run config reads: train, validation, tests."""
+    data = config["data"]
+    out = [(Path(data["train_root"]).name, data["train_root"], "train"),
+           (VALIDATION.key, data["val_root"], "validation")]
+    for key, root in data.get("test_roots", {}).items():
+        out.append((SPLITS[key].key if key in SPLITS else key, root, "test"))
+    return out
+
+
+def log_datasets(tracker: Tracker, run_id: str, config: Mapping[str, Any]) -> None:
+    """Record the run's datasets as MLflow dataset inputs (missing folders are skipped)."""
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.entities import DatasetInput, InputTag
+    from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+    inputs = []
+    for name, root, context in dataset_roles(config):
+        if not Path(root).is_dir():
+            continue
+        source = resolve_dataset_source(str(Path(root).resolve()))
+        dataset = MetaDataset(source, name=name, digest=file_list_digest(root))
+        inputs.append(DatasetInput(dataset._to_mlflow_entity(), [InputTag(MLFLOW_DATASET_CONTEXT, context)]))
+    for attempt in range(5 if inputs else 0):
+        try:
+            _retry(lambda: tracker.client.log_inputs(run_id, datasets=inputs), "log datasets")
+            return
+        except Exception as err:
+            # Two workers logging the same new dataset at once: one insert wins, the other violates
+            # the (experiment, name, digest) key; a retry then finds the row and links it.
+            if attempt == 4 or not any(s in str(err).lower() for s in ("unique", "duplicate", "integrity")):
+                raise
+            time.sleep(0.2 + random.random())
+
+
+def log_best_model(tracker: Tracker, run_id: str, checkpoint: str | Path) -> None:
+    """Log the checkpoint's network as the run's MLflow model `model` (input: a float32 batch of
+    N x 3 x H x W images at the evaluation size; output: N x D descriptors)."""
+    import mlflow
+    import mlflow.pytorch
+    import numpy as np
+    import torch
+    from mlflow.models import infer_signature
+
+    model, cfg = _model_from_checkpoint(checkpoint)
+    h, w = cfg.evaluation.resize
+    example = np.zeros((1, 3, h, w), dtype=np.float32)
+    with torch.no_grad():
+        signature = infer_signature(example, model(torch.from_numpy(example)).numpy())
+    mlflow.set_tracking_uri(tracker.tracking_uri)
+    with mlflow.start_run(run_id=run_id):
+        # Pickled module: the `pt2` (torch.export) format fixes the batch size to the example's.
+        mlflow.pytorch.log_model(model, name=MODEL_NAME, input_example=example, signature=signature,
+                                 serialization_format="pickle", pip_requirements=[])
+        mlflow.end_run("RUNNING")  # leaving the block would mark the run FINISHED; the sweep decides
+
+
+def _model_from_checkpoint(checkpoint: str | Path):
+    from pipeline.config import config_from_dict
+    from pipeline.training.checkpoints import load_checkpoint
+    from pipeline.training.trainer import model_from_config
+
+    ckpt = load_checkpoint(checkpoint)
+    cfg = config_from_dict(ckpt["config"])
+    model = model_from_config(cfg, pretrained="none")
+    model.load_state_dict(ckpt["model"])
+    return model.eval(), cfg
+
+
+def checkpoint_from_run(run_id: str, out: str | Path, tracking_uri: str | None = None) -> Path:
+    """Write a checkpoint file (config + weights) for `vpr evaluate` from run `run_id`'s MLflow model."""
+    import mlflow
+    import mlflow.pytorch
+    import torch
+    import yaml
+
+    tracker = Tracker(tracking_uri)
+    mlflow.set_tracking_uri(tracker.tracking_uri)
+    try:
+        model = mlflow.pytorch.load_model(f"runs:/{run_id}/{MODEL_NAME}", map_location="cpu")
+        config_file = tracker.client.download_artifacts(run_id, "config.yaml", str(Path(out).parent))
+    except Exception as err:  # MlflowException for unknown runs and models, OSError for missing files
+        raise RunModelError(f"--run {run_id}: no MLflow model or config.yaml in store {tracker.tracking_uri} "
+                            f"({str(err).splitlines()[0]}); runs trained by `vpr sweep run` have them") from None
+    config = yaml.safe_load(Path(config_file).read_text())
+    torch.save({"config": config, "model": model.state_dict(), "epoch": None}, out)
+    return Path(out)
+
+
+@contextmanager
+def system_metrics(tracker: Tracker, run_id: str) -> Iterator[None]:
+    """MLflow's system-metrics monitor on `run_id` for the duration of the block (unless switched off)."""
+    if os.environ.get("VPR_SYSTEM_METRICS", "1") == "0":
+        yield
+        return
+    from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+    interval = float(os.environ.get("VPR_SYSTEM_METRICS_INTERVAL", "10"))
+    monitor = SystemMetricsMonitor(run_id, sampling_interval=interval, tracking_uri=tracker.tracking_uri,
+                                   resume_logging=True)
+    monitor.start()
+    try:
+        yield
+    finally:
+        monitor.finish()
+
+
+@contextmanager
+def run_records(tracker: Tracker, run_id: str, config: Mapping[str, Any], run_dir: Path) -> Iterator[None]:
+    """Around a sweep run's training and testing: datasets first, system metrics throughout, and the
+    best model once it succeeded."""
+    log_datasets(tracker, run_id, config)
+    with system_metrics(tracker, run_id):
+        yield
+    if (run_dir / "best.pt").exists():
+        log_best_model(tracker, run_id, run_dir / "best.pt")
