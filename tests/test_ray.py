@@ -1,12 +1,14 @@
 """Sweeps on a real Ray cluster: a head and two worker nodes started with `ray start` on this machine.
 
-One worker node is killed (SIGKILL of its raylet) while it trains a run: Ray retries that run on the
-other node, which resumes it from its last epoch checkpoint (the run folder is on storage both
-nodes see), and the sweep ends with every run finished exactly once.
+Runs are recorded on the PostgreSQL-backed MLflow tracking server of tests/services.py, as on a
+real cluster. One worker node is killed (SIGKILL of its raylet) while it trains a run: Ray retries
+that run on the other node, which resumes it from its last epoch checkpoint (the run folder is on
+storage both nodes see), and the sweep ends with every run finished exactly once.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -18,7 +20,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from cli_helpers import vpr
+from services import vpr_on
 from test_sweeps import make_project
 
 ray = pytest.importorskip("ray") if os.environ.get("VPR_REQUIRE_RAY") != "1" else __import__("ray")
@@ -69,27 +71,30 @@ def _raylet_pid(node_id: str) -> int | None:
     return None
 
 
-def _runs(client: MlflowClient) -> list:
+def _runs(client: MlflowClient, hashes: set[str]) -> list:
+    """This project's runs (the tracking server is shared by other tests)."""
     exp = client.get_experiment_by_name("vpr-sweep")
-    return client.search_runs([exp.experiment_id], "tags.`vpr.kind` = 'run'") if exp else []
+    runs = client.search_runs([exp.experiment_id], "tags.`vpr.kind` = 'run'") if exp else []
+    return [r for r in runs if r.data.tags.get("vpr.config_hash") in hashes]
 
 
 @pytest.mark.slow
-def test_sweep_on_ray_survives_a_killed_node(embedded_root, tmp_path, ray_cluster):
+def test_sweep_on_ray_survives_a_killed_node(embedded_root, tmp_path, ray_cluster, mlflow_server):
     epochs = 6
     project = make_project(tmp_path, embedded_root, ["avg", "gem", "mixvpr"], epochs=epochs)
-    client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
-    env_extra = {"VPR_LEASE_SECONDS": str(LEASE_S)}
-    os.environ.update(env_extra)
-    try:
-        sweep = vpr(project, "sweep", "run", "--ray", ray_cluster, wait=False)
-    finally:
-        for k in env_extra:
-            os.environ.pop(k)
+    client = MlflowClient(tracking_uri=mlflow_server.uri)
+    planned = vpr_on(project, mlflow_server.uri, "sweep", "plan", "--json")
+    assert planned.returncode == 0, planned.stderr
+    hashes = {r["config_hash"] for r in json.loads(planned.stdout)["runs"]}
+    env = dict(os.environ, OMP_NUM_THREADS="1", MLFLOW_TRACKING_URI=mlflow_server.uri,
+               VPR_LEASE_SECONDS=str(LEASE_S))
+    sweep = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "sweep", "run", "--ray", ray_cluster],
+                             cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                             start_new_session=True)
     # Wait until a run has finished at least one epoch on a worker node, then kill that node.
     victim, killed_at, deadline = None, None, time.time() + 300
     while victim is None and time.time() < deadline and sweep.poll() is None:
-        for r in _runs(client):
+        for r in _runs(client, hashes):
             node = r.data.tags.get("vpr.ray_node")
             if node and r.data.tags.get("vpr.status") == "running" and \
                     len(client.get_metric_history(r.info.run_id, "val_recall_at_1")) >= 1:
@@ -106,7 +111,7 @@ def test_sweep_on_ray_survives_a_killed_node(embedded_root, tmp_path, ray_cluste
     out, _ = sweep.communicate(timeout=600)
     finished_after = time.time() - killed_at
     assert sweep.returncode == 0, out
-    runs = _runs(client)
+    runs = _runs(client, hashes)
     by_hash: dict[str, list] = {}
     for r in runs:
         by_hash.setdefault(r.data.tags["vpr.config_hash"], []).append(r)
@@ -125,22 +130,24 @@ def test_sweep_on_ray_survives_a_killed_node(embedded_root, tmp_path, ray_cluste
 
 
 @pytest.mark.slow
-def test_tuning_workers_run_as_ray_tasks(embedded_root, tmp_path, ray_cluster):
-    """`vpr tune run --ray`: the two workers are Ray tasks sharing one Optuna study."""
+def test_tuning_workers_run_as_ray_tasks(embedded_root, tmp_path, ray_cluster, postgres, mlflow_server):
+    """`vpr tune run --ray`: the two workers are Ray tasks sharing one Optuna study in PostgreSQL."""
     import optuna
     import yaml
     from optuna.trial import TrialState
 
-    from test_tuning import journal, tuning_file
+    from test_tuning import tuning_file
 
     project = make_project(tmp_path, embedded_root, ["avg"])
     spec = tuning_file("tune_ray", budget={"trials": 3}, base={"model.aggregator.name": "avg",
                                                                "scheduler": "none", "training.epochs": 2})
     (project / "experiments" / "tune_ray.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
-    tune = vpr(project, "tune", "run", "experiments/tune_ray.yaml", "--workers", "2", "--ray", ray_cluster)
+    storage = postgres.url("optuna")
+    tune = vpr_on(project, mlflow_server.uri, "tune", "run", "experiments/tune_ray.yaml", "--workers", "2",
+                  "--ray", ray_cluster, "--storage", storage)
     assert tune.returncode == 0, tune.stdout + tune.stderr
     assert f"2 tuning worker(s) as Ray tasks on {ray_cluster}" in tune.stdout
-    study = optuna.load_study(study_name="tune_ray/adamw", storage=journal(project, "tune_ray"))
+    study = optuna.load_study(study_name="tune_ray/adamw", storage=storage)
     done = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
     assert len(done) >= 3
     assert (project / "reports" / "tuning" / "tune_ray" / "best_params.json").is_file()

@@ -105,8 +105,8 @@ def log_best_model(tracker: Tracker, run_id: str, checkpoint: str | Path) -> Non
 
 def _model_from_checkpoint(checkpoint: str | Path):
     from pipeline.config import config_from_dict
-    from pipeline.training.checkpoints import load_checkpoint
-    from pipeline.training.trainer import model_from_config
+    from pipeline.models import model_from_config
+    from pipeline.models.checkpoints import load_checkpoint
 
     ckpt = load_checkpoint(checkpoint)
     cfg = config_from_dict(ckpt["config"])
