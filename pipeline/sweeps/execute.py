@@ -162,7 +162,10 @@ def _train_and_test(tracker: Tracker, run_id: str, spec: Mapping[str, Any], run_
     if summary_path.exists() and json.loads(summary_path.read_text()).get("epochs") == cfg.training.epochs:
         summary = json.loads(summary_path.read_text())  # trained already; only testing was left
     else:
-        summary = train(cfg, out_dir=run_dir, resume=(run_dir / "last.pt").exists(), progress=progress,
+        resume = (run_dir / "last.pt").exists()
+        if resume:
+            _log_missing_epochs(tracker, run_id, run_dir)
+        summary = train(cfg, out_dir=run_dir, resume=resume, progress=progress,
                         callbacks=[epoch_logger(tracker, run_id)])
     best = safe_metrics(summary)
     tracker.log(run_id, metrics={BEST_VAL_R1: best[BEST_VAL_R1], "best_epoch": best["best_epoch"]})
@@ -172,6 +175,19 @@ def _train_and_test(tracker: Tracker, run_id: str, spec: Mapping[str, Any], run_
     tracker.log_artifact(run_id, run_dir / "val_predictions", f"predictions/{VALIDATION.folder}")
     tests = test_run(tracker, run_id, cfg, run_dir) if spec.get("test", True) else {}
     return {"summary": summary, "tests": tests}
+
+
+def _log_missing_epochs(tracker: Tracker, run_id: str, run_dir: Path) -> None:
+    """Log the checkpointed epochs MLflow lacks: the trainer saves an epoch (checkpoint, history)
+    before its callbacks run, so a worker killed in between resumes after an unlogged epoch."""
+    history_path = run_dir / "history.json"
+    if not history_path.exists():
+        return
+    logged = {m.step for m in tracker.metric_history(run_id, VAL_R1)}
+    log_epoch = epoch_logger(tracker, run_id)
+    for record in json.loads(history_path.read_text()):
+        if int(record["epoch"]) not in logged:
+            log_epoch(int(record["epoch"]), record)
 
 
 def evaluate_run(spec: Mapping[str, Any]) -> dict[str, dict]:
