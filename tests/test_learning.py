@@ -1,5 +1,10 @@
-"""The embedded data is learnable: about a CPU-minute of the default recipe lifts val Recall@1 by
-at least 20 points over the same, untrained model (the demo's promise that training matters)."""
+"""The embedded data is learnable: a few CPU-minutes of the default recipe lift val Recall@1 over
+the same, untrained model (the demo's promise that training matters).
+
+With the GSV-Cities recipe as the papers ran it (RandAugment on every training image; from random
+init nothing is frozen) the gain is smaller than it was without augmentation and with a frozen,
+random stem: measured 18.8 -> 26.2 (+7.4 points; it was +26.9 before), deterministic on the CPU.
+The bar is set below that, well above what an untrained or broken recipe reaches (+0)."""
 
 from __future__ import annotations
 
@@ -23,7 +28,7 @@ def demo_data(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_a_cpu_minute_of_the_default_recipe_lifts_recall_by_20_points(demo_data, tmp_path):
+def test_a_few_cpu_minutes_of_the_default_recipe_lift_recall(demo_data, tmp_path):
     # The recipe as is (SGD 0.05, momentum 0.9, MultiSimilarity loss + miner, avg pooling), scaled
     # to a CPU minute: random init (no weights offline), 64 px, shorter warmup and milestones.
     cfg = load_config(None, [
@@ -36,4 +41,4 @@ def test_a_cpu_minute_of_the_default_recipe_lifts_recall_by_20_points(demo_data,
     untrained = evaluate(model_from_config(cfg), EvalDataset(cfg.data.val_root, (64, 64)), progress=False)
     summary = train(cfg, out_dir=tmp_path / "run", progress=False)
     gain = summary["best_val_recall_at_1"] - untrained.recalls[1]
-    assert gain >= 20.0, f"untrained R@1 {untrained.recalls[1]:.1f} -> trained {summary['best_val_recall_at_1']:.1f}"
+    assert gain >= 5.0, f"untrained R@1 {untrained.recalls[1]:.1f} -> trained {summary['best_val_recall_at_1']:.1f}"

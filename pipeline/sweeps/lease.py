@@ -4,8 +4,8 @@ A file lock on the run folder keeps two processes of one machine apart; machines
 the MLflow server need the claim to live there. The executing process writes its owner id and a
 heartbeat time as tags of the run's MLflow record and renews the heartbeat from a daemon thread.
 Another process may take the run over only when the heartbeat is older than the lease (the holder
-died: a killed process or a lost node), so a run never executes on two machines at once while its
-holder is alive. The store offers no compare-and-set, so a claim is written, left to settle, and
+died: a killed process or a lost node) or at once when the holder was a process of the same machine
+that no longer exists, so a run never executes on two machines at once while its holder is alive. The store offers no compare-and-set, so a claim is written, left to settle, and
 read back: of two processes claiming the same stale run, the one whose write is read back proceeds.
 """
 
@@ -35,11 +35,27 @@ def new_owner_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
+def _dead_here(owner: str) -> bool:
+    """True when `owner` was a process of this machine that no longer exists (killed, crashed):
+    its claim is void at once, without waiting for the lease to run out."""
+    host, _, rest = owner.partition(":")
+    pid = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, someone else's
+        return False
+    return False
+
+
 def holder(run: Any, lease_s: float = DEFAULT_LEASE_S, now: float | None = None) -> str | None:
     """The owner id of a live claim on `run` (an MLflow Run), or None when it is free or stale."""
     tags = run.data.tags
     owner, beat = tags.get(OWNER_TAG), tags.get(HEARTBEAT_TAG)
-    if not owner or beat is None or run.info.status != "RUNNING":
+    if not owner or beat is None or run.info.status != "RUNNING" or _dead_here(owner):
         return None
     age = (now if now is not None else time.time()) - float(beat)
     return owner if age < lease_s else None
