@@ -58,7 +58,7 @@ def test_sweep_tuning_and_report_on_postgres_and_mlflow_server(embedded_root, tm
     done = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
     assert len(done) >= 3 and all(t.state != TrialState.RUNNING for t in study.trials)
     assert len({t.user_attrs["pid"] for t in study.trials}) == 2
-    trials = client.search_runs([exp.experiment_id], "tags.`vpr.kind` = 'trial'")
+    trials = client.search_runs([exp.experiment_id], "tags.`vpr.kind` = 'trial' and tags.`vpr.tuning` = 'tune_shared'")
     per_trial = Counter(r.data.tags["vpr.trial"] for r in trials if r.info.status == "FINISHED")
     assert per_trial == {str(t.number): 1 for t in study.trials}
 
