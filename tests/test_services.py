@@ -21,6 +21,9 @@ from services import vpr_on
 from test_sweeps import make_project
 from test_tuning import tuning_file
 
+from pipeline.models.checkpoints import load_checkpoint
+from pipeline.sweeps.mlflow_records import checkpoint_from_run
+
 
 def test_sweep_tuning_and_report_on_postgres_and_mlflow_server(embedded_root, tmp_path, postgres, mlflow_server):
     project = make_project(tmp_path, embedded_root, ["avg", "gem"])
@@ -50,8 +53,10 @@ def test_sweep_tuning_and_report_on_postgres_and_mlflow_server(embedded_root, tm
     runs = [r for r in runs if r.data.tags["vpr.config_hash"] in hashes]
     # Artifacts went through the server into its artifact folder, and come back through it.
     run_id = runs[0].info.run_id
-    assert {"best.pt", "config.yaml"} <= {a.path for a in client.list_artifacts(run_id)}
-    assert any(mlflow_server.artifacts.rglob("best.pt"))
+    assert "config.yaml" in {a.path for a in client.list_artifacts(run_id)}
+    assert any(mlflow_server.artifacts.rglob("model.pth"))  # the best weights, as the run's MLflow model
+    checkpoint = load_checkpoint(checkpoint_from_run(run_id, tmp_path / "best.pt", uri))
+    assert checkpoint["config"]["seed"] == 0 and checkpoint["model"]
 
     # Tuning: both workers drew trials from the one PostgreSQL study, each trial ran once.
     study = optuna.load_study(study_name="tune_shared/adamw", storage=optuna_url)

@@ -73,7 +73,12 @@ def test_sweep_runs_records_and_skips_on_rerun(embedded_root, tmp_path):
         history = client.get_metric_history(r.info.run_id, "val_recall_at_1")
         assert [h.step for h in history] == [0, 1]
         artifacts = {a.path for a in client.list_artifacts(r.info.run_id)}
-        assert {"config.yaml", "history.json", "best.pt", "predictions"} <= artifacts
+        assert {"config.yaml", "history.json", "predictions"} <= artifacts
+        # The best weights are stored once, as the run's MLflow model, not also as a best.pt artifact.
+        assert "best.pt" not in artifacts
+        models = client.search_logged_models([r.info.experiment_id],
+                                             filter_string=f"source_run_id = '{r.info.run_id}'")
+        assert [m.name for m in models] == ["model"]
         # The trainer's per-step learning rates travel with the run's other small files.
         run_dir = project / "runs" / r.data.tags["vpr.config_hash"]
         assert ("lr_schedule.csv" in artifacts) == (run_dir / "lr_schedule.csv").exists()

@@ -10,7 +10,7 @@ from pipeline.data.datasets import EvalDataset
 from pipeline.evaluation.results import evaluate
 from pipeline.models import model_from_config
 from pipeline.models.checkpoints import load_checkpoint
-from pipeline.evaluation.device import resolve_device, resolve_precision
+from pipeline.evaluation.device import resolve_channels_last, resolve_device, resolve_precision
 
 
 def evaluate_checkpoint(checkpoint: str | Path, dataset: str | Path, out_dir: str | Path | None = None,
@@ -33,6 +33,7 @@ def evaluate_checkpoint(checkpoint: str | Path, dataset: str | Path, out_dir: st
     result = evaluate(model, ds, recall_at=cfg.evaluation.recall_at, top_k=cfg.evaluation.top_k,
                       batch_size=batch_size, device=dev, num_workers=num_workers,
                       precision=resolve_precision(cfg.training.precision, dev),
+                      channels_last=resolve_channels_last(cfg.training.channels_last, dev),
                       resize={"size": list(size), "interpolation": interp}, progress=progress)
     if out_dir:
         result.save(out_dir)

@@ -24,6 +24,13 @@ OWNER_TAG = "vpr.owner"
 HEARTBEAT_TAG = "vpr.heartbeat"
 DEFAULT_LEASE_S = float(os.environ.get("VPR_LEASE_SECONDS", "120"))
 SETTLE_S = 1.0
+LOCAL_STORES = ("sqlite:", "file:")  # one machine's file: its processes are kept apart by run_lock
+
+
+def store_is_shared(tracking_uri: str) -> bool:
+    """True for a store that several machines can write (a tracking server, a database server);
+    a sqlite file or a local folder is written by one machine only."""
+    return "://" in tracking_uri and not tracking_uri.startswith(LOCAL_STORES)
 
 
 class LeaseHeld(RuntimeError):
@@ -68,6 +75,8 @@ class Lease:
                  lease_s: float = DEFAULT_LEASE_S) -> None:
         self.tracker, self.run_id, self.lease_s = tracker, run_id, lease_s
         self.owner = owner or new_owner_id()
+        # Claims race only between machines; one machine's processes never reach here together.
+        self.settle_s = SETTLE_S if store_is_shared(tracker.tracking_uri) else 0.0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -78,7 +87,7 @@ class Lease:
             raise LeaseHeld(f"run {self.run_id} is being executed by {current} (heartbeat within "
                             f"{self.lease_s:.0f} s)")
         self._beat()
-        time.sleep(SETTLE_S)  # a concurrent claimer's write lands before we read back
+        time.sleep(self.settle_s)  # a concurrent claimer's write lands before we read back
         winner = self._run().data.tags.get(OWNER_TAG)
         if winner != self.owner:
             raise LeaseHeld(f"run {self.run_id} was claimed at the same time by {winner}")

@@ -31,7 +31,7 @@ from pipeline.evaluation import evaluate
 from pipeline.models import model_from_config
 from pipeline.models.checkpoints import load_checkpoint, save_checkpoint
 from pipeline.training.lr_log import LRLog
-from pipeline.evaluation.device import resolve_device, resolve_precision
+from pipeline.evaluation.device import resolve_channels_last, resolve_device, resolve_precision
 from pipeline.training.reproducibility import make_deterministic, rng_state, set_rng_state
 
 log = logging.getLogger(__name__)
@@ -91,7 +91,7 @@ def train(cfg: RunConfig, out_dir: str | Path | None = None, resume: bool = Fals
     device = resolve_device(cfg.training.device)
     make_deterministic(cfg.seed, deterministic_kernels=device.type == "cpu")
     precision = resolve_precision(cfg.training.precision, device)
-    channels_last = _channels_last(cfg.training.channels_last, device)
+    channels_last = resolve_channels_last(cfg.training.channels_last, device)
 
     train_set = TrainPlacesDataset(cfg.data.train_root, cfg.training.images_per_place,
                                    cfg.data.min_images_per_place, cfg.data.cities,
@@ -127,6 +127,8 @@ def train(cfg: RunConfig, out_dir: str | Path | None = None, resume: bool = Fals
                 callbacks or [])
     summary = {"run_dir": str(out), "config_hash": config_hash(cfg), "epochs": state.epoch,
                "best_epoch": state.best_epoch, BEST_VAL_R1: state.best_recall1,
+               # What "auto" resolved to on this machine (the config keeps "auto", and so the hash).
+               "precision": precision, "channels_last": channels_last,
                "final": state.history[-1] if state.history else {}}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
@@ -265,9 +267,3 @@ def _restore(path: Path, model, loss_fn, optimizer, scheduler) -> TrainState:
     set_rng_state(ckpt["rng"])
     return TrainState(epoch=ckpt["epoch"], best_recall1=ckpt["best_recall1"], best_epoch=ckpt["best_epoch"],
                       history=list(ckpt["history"]))
-
-
-def _channels_last(setting: Any, device: torch.device) -> bool:
-    if setting in (True, False):
-        return bool(setting)
-    return device.type == "cuda"  # 'auto': a win for convolutions on tensor cores, not on CPU
