@@ -21,7 +21,7 @@ from pipeline.data.datasets import EvalDataset, PlaceBatchSampler, TrainPlacesDa
 from pipeline.evaluation import extract_descriptors
 from pipeline.components.losses import build_loss, build_miner
 from pipeline.components.optim import build_optimizer
-from pipeline.evaluation.device import resolve_device, resolve_precision
+from pipeline.evaluation.device import resolve_channels_last, resolve_device, resolve_precision
 from pipeline.models import model_from_config
 from pipeline.training.trainer import make_train_step
 
@@ -51,7 +51,7 @@ def main() -> None:
                              "model.pretrained=none", f"model.aggregator.name={args.aggregator}"])
     device = resolve_device(args.device)
     precision = resolve_precision("auto", device)
-    channels_last = device.type == "cuda"
+    channels_last = resolve_channels_last("auto", device)
     torch.backends.cudnn.benchmark = True
     model = model_from_config(cfg).to(device)
     if channels_last:

@@ -14,7 +14,8 @@ from pytorch_metric_learning import distances as pml_distances
 from pytorch_metric_learning import losses as pml_losses
 from pytorch_metric_learning import miners as pml_miners
 
-from pipeline.components.losses import DISTANCES, LOSSES, MINERS, build_loss, build_miner, check_compatibility
+from pipeline.components.losses import (DISTANCES, LOSSES, MINERS, build_distance, build_loss, build_miner,
+                                         check_compatibility)
 from pipeline.components.optim import (OPTIMIZERS, SCHEDULERS, SchedulerDriver, build_optimizer,
                                        build_scheduler)
 from pipeline.errors import ConfigError
@@ -93,9 +94,9 @@ def test_param_names_are_constructor_keywords() -> None:
     # A YAML param name must be the class's own keyword, never a renamed alias.
     for registry in (LOSSES, MINERS, OPTIMIZERS):
         for name, model in registry.items():
-            if model.target is None:
+            if model.target_class() is None:
                 continue
-            accepted = set(inspect.signature(model.target.__init__).parameters)
+            accepted = set(inspect.signature(model.target_class().__init__).parameters)
             fields = set(model.model_fields) - {"name", "distance"}
             assert fields <= accepted, (name, fields - accepted)
 
@@ -156,15 +157,15 @@ def test_pml_distance_assertions_are_caught_at_config_time() -> None:
     with pytest.raises(ConfigError, match=r"loss\.distance: angular accepts only euclidean"):
         build_loss({"name": "angular", "distance": "squared_euclidean"})
     with pytest.raises(AssertionError):
-        pml_losses.AngularLoss(distance=DISTANCES["squared_euclidean"]())
+        pml_losses.AngularLoss(distance=build_distance("squared_euclidean"))
     with pytest.raises(ConfigError, match=r"loss\.distance: fastap accepts only euclidean or squared_euclidean"):
         build_loss({"name": "fastap", "distance": "cosine"})
     with pytest.raises(AssertionError):
-        pml_losses.FastAPLoss(distance=DISTANCES["cosine"]())
+        pml_losses.FastAPLoss(distance=build_distance("cosine"))
     with pytest.raises(ConfigError, match=r"miner\.distance: angular accepts only euclidean"):
         build_miner({"name": "angular", "distance": "dot"})
     with pytest.raises(AssertionError):
-        pml_miners.AngularMiner(distance=DISTANCES["dot"]())
+        pml_miners.AngularMiner(distance=build_distance("dot"))
 
 
 def test_batcheasyhard_strategies_pml_refuses() -> None:
@@ -229,7 +230,7 @@ def _rejection_is_explained(loss_cfg: dict, miner_cfg: dict, err: ConfigError) -
             cls = (pml_losses.AngularLoss if kind == "loss" and cfg["name"] == "angular" else
                    pml_losses.FastAPLoss if kind == "loss" else pml_miners.AngularMiner)
             with pytest.raises(AssertionError):
-                cls(distance=DISTANCES[cfg["distance"]]())
+                cls(distance=build_distance(cfg["distance"]))
             return
     # Documented rule: 'dot' (not normalised) on one side only.
     assert "loss.distance / miner.distance" in message, message

@@ -13,7 +13,7 @@ from pipeline.config import ModelConfig, config_from_dict
 from pipeline.errors import UserError
 from pipeline.models import (
     AGGREGATORS,
-    IMAGENET_WEIGHTS,
+    imagenet_weights,
     PretrainedWeightsMismatch,
     PretrainedWeightsNotFound,
     aggregator_defaults,
@@ -149,7 +149,7 @@ def test_pretrained_from_explicit_path(tmp_path):
 def test_pretrained_imagenet_from_hub_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     state = _random_state_dict()
-    file_name = os.path.basename(IMAGENET_WEIGHTS["resnet18"].url)
+    file_name = os.path.basename(imagenet_weights("resnet18").url)
     target = tmp_path / "hub" / "checkpoints" / file_name
     assert imagenet_weights_path("resnet18") == target
     target.parent.mkdir(parents=True)
@@ -165,7 +165,7 @@ def test_missing_imagenet_weights_message(tmp_path, monkeypatch):
         build_model(ModelConfig(pretrained="imagenet"), SIZE)
     message = str(info.value)
     assert str(expected) in message
-    assert IMAGENET_WEIGHTS["resnet18"].url in message
+    assert imagenet_weights("resnet18").url in message
     assert "pretrained: none" in message and "VPR_OFFLINE" in message
     assert isinstance(info.value, FileNotFoundError)
     assert not expected.exists()  # offline: nothing was downloaded

@@ -11,7 +11,7 @@ def _report(args: argparse.Namespace) -> int:
     from pipeline.reporting.report import write_report
 
     metrics = write_report(args.out, params=args.params, prepared=args.prepared, experiments=args.experiments,
-                           tuning_storage=args.tuning_storage, plan=args.plan)
+                           tuning_storage=args.tuning_storage, plan=args.plan, jobs=args.jobs)
     print(json.dumps(metrics, indent=2))
     return 0
 
@@ -47,6 +47,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     report.add_argument("--plan", default="data/sweep/plan.json",
                         help="the plan the train stage recorded (cells and config hashes); without the file the "
                         "studies are planned again from experiments/ and params.yaml")
+    report.add_argument("--jobs", type=int, default=None,
+                        help="processes drawing the figures (default: every core; 1 draws them in order)")
     report.set_defaults(func=_report)
 
     ui = sub.add_parser("ui", help="open the MLflow UI on this project's store",

@@ -20,8 +20,13 @@ class ComponentConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
-    target: ClassVar[type | None] = None  # the class this name builds
+    target: ClassVar[Any] = None  # the class this name builds (or its import path, see target_class)
     name: str
+
+    @classmethod
+    def target_class(cls) -> type | None:
+        """The class this name builds."""
+        return cls.target
 
     def params(self) -> dict[str, Any]:
         """Constructor keyword arguments (everything but `name` and `distance`)."""

@@ -46,15 +46,16 @@ losses, work: PML converts the indices. `fastap` uses a miner's output only as p
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
-from typing import Any, ClassVar, Literal
+import importlib
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
-from pytorch_metric_learning import distances, losses, miners
 
 from pipeline.components.base import ComponentConfig, coerce, tagged_union
 from pipeline.errors import ConfigError
+
+if TYPE_CHECKING:
+    from pytorch_metric_learning import distances, losses, miners
 
 __all__ = [
     "DISTANCES", "LOSSES", "MINERS", "LossConfig", "MinerConfig", "build_distance", "build_loss",
@@ -67,11 +68,12 @@ __all__ = [
 
 DistanceName = Literal["dot", "cosine", "euclidean", "squared_euclidean"]
 
-DISTANCES: dict[str, Callable[[], distances.BaseDistance]] = {
-    "dot": functools.partial(distances.DotProductSimilarity, normalize_embeddings=False),
-    "cosine": distances.CosineSimilarity,
-    "euclidean": functools.partial(distances.LpDistance, p=2, power=1, normalize_embeddings=True),
-    "squared_euclidean": functools.partial(distances.LpDistance, p=2, power=2, normalize_embeddings=True),
+# name -> (PML class in pytorch_metric_learning.distances, its keyword arguments)
+DISTANCES: dict[str, tuple[str, dict[str, Any]]] = {
+    "dot": ("DotProductSimilarity", {"normalize_embeddings": False}),
+    "cosine": ("CosineSimilarity", {}),
+    "euclidean": ("LpDistance", {"p": 2, "power": 1, "normalize_embeddings": True}),
+    "squared_euclidean": ("LpDistance", {"p": 2, "power": 2, "normalize_embeddings": True}),
 }
 _SIMILARITIES = ("dot", "cosine")  # larger = closer (PML `is_inverted`)
 
@@ -80,7 +82,15 @@ def build_distance(name: str) -> distances.BaseDistance:
     """A fresh PML distance object for one of `DISTANCES`."""
     if name not in DISTANCES:
         raise ConfigError(f"unknown distance {name!r} (valid: {', '.join(DISTANCES)})")
-    return DISTANCES[name]()
+    cls, kwargs = DISTANCES[name]
+    return pml_class(f"distances.{cls}")(**kwargs)
+
+
+def pml_class(path: str) -> type:
+    """The PML class at `path` ("losses.X", "miners.X", "distances.X"), imported on first use:
+    validating a config never needs the library (about 0.7 s to import)."""
+    module, _, name = path.partition(".")
+    return getattr(importlib.import_module(f"pytorch_metric_learning.{module}"), name)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -102,7 +112,12 @@ class _MetricComponent(ComponentConfig):
 
     def build(self) -> Any:
         """The PML object this model describes, with its distance."""
-        return self.target(distance=build_distance(self.distance), **self.params())
+        return self.target_class()(distance=build_distance(self.distance), **self.params())
+
+    @classmethod
+    def target_class(cls) -> type:
+        """The PML class this model builds (its `target`, imported on first use)."""
+        return pml_class(cls.target)
 
 
 _LP_UNIT = "PML asserts LpDistance(p=2, power=1, normalize_embeddings=True)"
@@ -113,7 +128,7 @@ _LP_UNIT = "PML asserts LpDistance(p=2, power=1, normalize_embeddings=True)"
 class ContrastiveLossConfig(_MetricComponent):
     """PML ContrastiveLoss; margins are in the units of `distance`."""
 
-    target: ClassVar[type] = losses.ContrastiveLoss
+    target: ClassVar[str] = "losses.ContrastiveLoss"
     name: Literal["contrastive"] = "contrastive"
     pos_margin: float = 0.0
     neg_margin: float = 1.0
@@ -136,7 +151,7 @@ class ContrastiveLossConfig(_MetricComponent):
 class TripletLossConfig(_MetricComponent):
     """PML TripletMarginLoss. margin 0.05 is PML's default (GSV-Cities used 0.1, paper 000 1.0)."""
 
-    target: ClassVar[type] = losses.TripletMarginLoss
+    target: ClassVar[str] = "losses.TripletMarginLoss"
     name: Literal["triplet"] = "triplet"
     margin: float = Field(0.05, ge=0)
     swap: bool = False
@@ -147,7 +162,7 @@ class TripletLossConfig(_MetricComponent):
 class MultiSimilarityLossConfig(_MetricComponent):
     """PML MultiSimilarityLoss with the GSV-Cities parameters (PML's defaults are 2, 50, 0.5)."""
 
-    target: ClassVar[type] = losses.MultiSimilarityLoss
+    target: ClassVar[str] = "losses.MultiSimilarityLoss"
     name: Literal["multisimilarity"] = "multisimilarity"
     alpha: float = Field(1.0, gt=0)
     beta: float = Field(50.0, gt=0)
@@ -158,7 +173,7 @@ class MultiSimilarityLossConfig(_MetricComponent):
 class AngularLossConfig(_MetricComponent):
     """PML AngularLoss; alpha is the angle in degrees (PML default 40)."""
 
-    target: ClassVar[type] = losses.AngularLoss
+    target: ClassVar[str] = "losses.AngularLoss"
     accepted_distances: ClassVar[tuple[str, ...]] = ("euclidean",)
     distance_reason: ClassVar[str] = _LP_UNIT
     name: Literal["angular"] = "angular"
@@ -169,7 +184,7 @@ class AngularLossConfig(_MetricComponent):
 class FastAPLossConfig(_MetricComponent):
     """PML FastAPLoss; histogram over [0, 2**power] of the normalised distance (PML default 10 bins)."""
 
-    target: ClassVar[type] = losses.FastAPLoss
+    target: ClassVar[str] = "losses.FastAPLoss"
     accepted_distances: ClassVar[tuple[str, ...]] = ("euclidean", "squared_euclidean")
     distance_reason: ClassVar[str] = "PML asserts LpDistance(p=2, normalize_embeddings=True)"
     name: Literal["fastap"] = "fastap"
@@ -180,7 +195,7 @@ class FastAPLossConfig(_MetricComponent):
 class NTXentLossConfig(_MetricComponent):
     """PML NTXentLoss (PML default temperature 0.07, the MoCo value)."""
 
-    target: ClassVar[type] = losses.NTXentLoss
+    target: ClassVar[str] = "losses.NTXentLoss"
     name: Literal["ntxent"] = "ntxent"
     temperature: float = Field(0.07, gt=0)
     distance: DistanceName = "cosine"
@@ -211,7 +226,7 @@ class NoMinerConfig(ComponentConfig):
 class MultiSimilarityMinerConfig(_MetricComponent):
     """PML MultiSimilarityMiner; epsilon in units of `distance` (GSV-Cities: 0.1 with cosine)."""
 
-    target: ClassVar[type] = miners.MultiSimilarityMiner
+    target: ClassVar[str] = "miners.MultiSimilarityMiner"
     name: Literal["multisimilarity"] = "multisimilarity"
     epsilon: float = Field(0.1, ge=0)
     distance: DistanceName = "cosine"
@@ -220,7 +235,7 @@ class MultiSimilarityMinerConfig(_MetricComponent):
 class AngularMinerConfig(_MetricComponent):
     """PML AngularMiner; keeps triplets whose angle exceeds `angle` degrees (PML default 20)."""
 
-    target: ClassVar[type] = miners.AngularMiner
+    target: ClassVar[str] = "miners.AngularMiner"
     accepted_distances: ClassVar[tuple[str, ...]] = ("euclidean",)
     distance_reason: ClassVar[str] = _LP_UNIT
     name: Literal["angular"] = "angular"
@@ -231,7 +246,7 @@ class AngularMinerConfig(_MetricComponent):
 class BatchHardMinerConfig(_MetricComponent):
     """PML BatchHardMiner: hardest positive and hardest negative per anchor."""
 
-    target: ClassVar[type] = miners.BatchHardMiner
+    target: ClassVar[str] = "miners.BatchHardMiner"
     name: Literal["batchhard"] = "batchhard"
     distance: DistanceName = "euclidean"
 
@@ -242,7 +257,7 @@ Strategy = Literal["easy", "semihard", "hard", "all"]
 class BatchEasyHardMinerConfig(_MetricComponent):
     """PML BatchEasyHardMiner (PML defaults: easy positives, semihard negatives)."""
 
-    target: ClassVar[type] = miners.BatchEasyHardMiner
+    target: ClassVar[str] = "miners.BatchEasyHardMiner"
     name: Literal["batcheasyhard"] = "batcheasyhard"
     pos_strategy: Strategy = "easy"
     neg_strategy: Strategy = "semihard"
@@ -263,7 +278,7 @@ class BatchEasyHardMinerConfig(_MetricComponent):
 class UniformHistogramMinerConfig(_MetricComponent):
     """PML UniformHistogramMiner (PML defaults: 100 bins, 10 positive and 10 negative pairs per bin)."""
 
-    target: ClassVar[type] = miners.UniformHistogramMiner
+    target: ClassVar[str] = "miners.UniformHistogramMiner"
     name: Literal["uniformhistogram"] = "uniformhistogram"
     num_bins: int = Field(100, ge=1)
     pos_per_bin: int = Field(10, ge=1)

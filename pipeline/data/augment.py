@@ -22,9 +22,7 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-import torchvision.transforms.functional as F
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from torchvision.transforms import InterpolationMode
 
 OPS: tuple[str, ...] = ("Identity", "ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate", "Brightness",
                         "Color", "Contrast", "Sharpness", "Posterize", "Solarize", "AutoContrast", "Equalize")
@@ -99,6 +97,9 @@ def sample_ops(draw_seed: int, view: int, cfg: AugmentConfig, size: tuple[int, i
 
 def apply_op(img: torch.Tensor, op: str, magnitude: float) -> torch.Tensor:
     """One RandAugment op on a uint8 (..., 3, H, W) tensor, with torchvision's public functions."""
+    import torchvision.transforms.functional as F  # here: the config imports this module, not the ops
+    from torchvision.transforms import InterpolationMode
+
     bilinear = InterpolationMode.BILINEAR
     if op in ("ShearX", "ShearY"):
         shear = math.degrees(math.atan(magnitude))

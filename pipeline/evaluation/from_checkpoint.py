@@ -1,16 +1,27 @@
-"""`vpr evaluate`: load a trained checkpoint and evaluate it on one split."""
+"""`vpr evaluate` and a sweep's testing: load a trained checkpoint, evaluate it on splits."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from pipeline.config import config_from_dict
+from torch import nn
+
+from pipeline.config import RunConfig, config_from_dict
 from pipeline.data.datasets import EvalDataset
+from pipeline.evaluation.device import resolve_channels_last, resolve_device, resolve_precision
 from pipeline.evaluation.results import evaluate
 from pipeline.models import model_from_config
 from pipeline.models.checkpoints import load_checkpoint
-from pipeline.evaluation.device import resolve_channels_last, resolve_device, resolve_precision
+
+
+def model_from_checkpoint(checkpoint: str | Path) -> tuple[nn.Module, RunConfig, int | None]:
+    """(network in eval mode, its run config, the checkpoint's epoch) from a best.pt or last.pt."""
+    ckpt = load_checkpoint(checkpoint)
+    cfg = config_from_dict(ckpt["config"])
+    model = model_from_config(cfg, pretrained="none")
+    model.load_state_dict(ckpt["model"])
+    return model.eval(), cfg, ckpt.get("epoch")
 
 
 def evaluate_checkpoint(checkpoint: str | Path, dataset: str | Path, out_dir: str | Path | None = None,
@@ -22,11 +33,20 @@ def evaluate_checkpoint(checkpoint: str | Path, dataset: str | Path, out_dir: st
     The resize policy defaults to the run config's `evaluation.resize`/`interpolation` and is
     recorded with the result. Writes summary.json and predictions.npz to `out_dir` when given.
     """
-    ckpt = load_checkpoint(checkpoint)
-    cfg = config_from_dict(ckpt["config"])
+    model, cfg, epoch = model_from_checkpoint(checkpoint)
+    summary = evaluate_model(model, cfg, dataset, out_dir, device, resize, interpolation, batch_size,
+                             num_workers, progress)
+    summary["checkpoint"] = str(checkpoint)
+    summary["epoch"] = epoch
+    return summary
+
+
+def evaluate_model(model: nn.Module, cfg: RunConfig, dataset: str | Path, out_dir: str | Path | None = None,
+                   device: str = "auto", resize: tuple[int, int] | None = None,
+                   interpolation: str | None = None, batch_size: int = 64, num_workers: int = 0,
+                   progress: bool = True) -> dict[str, Any]:
+    """`evaluate_checkpoint` for a network already loaded (one load serves every test set)."""
     dev = resolve_device(device)
-    model = model_from_config(cfg, pretrained="none")
-    model.load_state_dict(ckpt["model"])
     size = tuple(resize) if resize else tuple(cfg.evaluation.resize)
     interp = interpolation or cfg.evaluation.interpolation
     ds = EvalDataset(dataset, size, interp, cfg.evaluation.positive_radius_m, parameter="--dataset")
@@ -37,7 +57,4 @@ def evaluate_checkpoint(checkpoint: str | Path, dataset: str | Path, out_dir: st
                       resize={"size": list(size), "interpolation": interp}, progress=progress)
     if out_dir:
         result.save(out_dir)
-    summary = result.to_dict()
-    summary["checkpoint"] = str(checkpoint)
-    summary["epoch"] = ckpt.get("epoch")
-    return summary
+    return result.to_dict()

@@ -3,12 +3,12 @@
 from pipeline.models.aggregators import AGGREGATORS, Aggregator, aggregator_defaults, build_aggregator
 from pipeline.models.backbones import (
     BACKBONES,
-    IMAGENET_WEIGHTS,
     BackboneError,
     PretrainedWeightsMismatch,
     PretrainedWeightsNotFound,
     ResNetBackbone,
     build_backbone,
+    imagenet_weights,
     imagenet_weights_path,
 )
 from pipeline.models.model import VPRModel, build_model, describe_output_dims, model_from_config, output_dims_markdown
@@ -16,7 +16,6 @@ from pipeline.models.model import VPRModel, build_model, describe_output_dims, m
 __all__ = [
     "AGGREGATORS",
     "BACKBONES",
-    "IMAGENET_WEIGHTS",
     "Aggregator",
     "BackboneError",
     "PretrainedWeightsMismatch",
@@ -28,6 +27,7 @@ __all__ = [
     "build_backbone",
     "build_model",
     "describe_output_dims",
+    "imagenet_weights",
     "imagenet_weights_path",
     "model_from_config",
     "output_dims_markdown",

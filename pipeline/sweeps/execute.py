@@ -206,15 +206,16 @@ def evaluate_run(spec: Mapping[str, Any]) -> dict[str, dict]:
 
 def test_run(tracker: Tracker, run_id: str, cfg, run_dir: Path) -> dict[str, dict]:
     """Evaluate the best checkpoint on every test set of the config; log metrics and predictions."""
-    from pipeline.evaluation.from_checkpoint import evaluate_checkpoint
+    from pipeline.evaluation.from_checkpoint import evaluate_model, model_from_checkpoint
 
     results = {}
     if not (run_dir / "best.pt").exists():  # released after training: MLflow's model holds the weights
         checkpoint_from_run(run_id, run_dir / "best.pt", tracker.tracking_uri)
+    model, _, _ = model_from_checkpoint(run_dir / "best.pt")
     for name, root in cfg.data.test_roots.items():
         out = run_dir / "test" / name
-        result = evaluate_checkpoint(run_dir / "best.pt", root, out_dir=out, device=cfg.training.device,
-                                     num_workers=cfg.data.num_workers, progress=False)
+        result = evaluate_model(model, cfg, root, out_dir=out, device=cfg.training.device,
+                                num_workers=cfg.data.num_workers, progress=False)
         results[name] = result["recalls"]
         tracker.log(run_id, metrics={test_metric(name, int(n)): r for n, r in result["recalls"].items()})
         tracker.log_artifact(run_id, out, f"predictions/{SPLITS[name].folder if name in SPLITS else name}")

@@ -90,7 +90,9 @@ def log_best_model(tracker: Tracker, run_id: str, checkpoint: str | Path) -> Non
     import torch
     from mlflow.models import infer_signature
 
-    model, cfg = _model_from_checkpoint(checkpoint)
+    from pipeline.evaluation.from_checkpoint import model_from_checkpoint
+
+    model, cfg, _ = model_from_checkpoint(checkpoint)
     h, w = cfg.evaluation.resize
     example = np.zeros((1, 3, h, w), dtype=np.float32)
     with torch.no_grad():
@@ -101,18 +103,6 @@ def log_best_model(tracker: Tracker, run_id: str, checkpoint: str | Path) -> Non
         mlflow.pytorch.log_model(model, name=MODEL_NAME, input_example=example, signature=signature,
                                  serialization_format="pickle", pip_requirements=[])
         mlflow.end_run("RUNNING")  # leaving the block would mark the run FINISHED; the sweep decides
-
-
-def _model_from_checkpoint(checkpoint: str | Path):
-    from pipeline.config import config_from_dict
-    from pipeline.models import model_from_config
-    from pipeline.models.checkpoints import load_checkpoint
-
-    ckpt = load_checkpoint(checkpoint)
-    cfg = config_from_dict(ckpt["config"])
-    model = model_from_config(cfg, pretrained="none")
-    model.load_state_dict(ckpt["model"])
-    return model.eval(), cfg
 
 
 def checkpoint_from_run(run_id: str, out: str | Path, tracking_uri: str | None = None) -> Path:
