@@ -9,17 +9,15 @@ from pathlib import Path
 
 
 def _tune_run(args: argparse.Namespace) -> int:
-    from pipeline.sweeps.tune_runner import TuningWorkersFailed, run_tuning, tuning_files
+    from pipeline.sweeps.tune_runner import TuningWorkersFailed, run_tunings, tuning_files
 
-    failed = 0
-    for study in tuning_files(args.studies):
-        try:
-            run_tuning(study, workers=args.workers, storage_url=args.storage, params=args.params,
-                       prepared=args.prepared, runs_dir=args.runs_dir, out_root=args.out, ray_address=args.ray)
-        except TuningWorkersFailed as err:
-            print(f"vpr: error: {err}", file=sys.stderr)
-            failed += 1
-    return 1 if failed else 0
+    try:
+        run_tunings(tuning_files(args.studies), workers=args.workers, storage_url=args.storage, params=args.params,
+                    prepared=args.prepared, runs_dir=args.runs_dir, out_root=args.out, ray_address=args.ray)
+    except TuningWorkersFailed as err:
+        print(f"vpr: error: {err}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -120,7 +120,7 @@ class RayExecutor:
         self._pending.clear()
 
 
-def _tuning_worker_on_node(spec_path: str, index: int, project_dir: str, threads: int) -> int:
+def _tuning_worker_on_node(spec_paths: list[str], index: int, project_dir: str, threads: int) -> list[str]:
     """Body of one Ray task: one tuning worker (`pipeline.sweeps.tune_worker`) on this node."""
     import torch
 
@@ -128,12 +128,13 @@ def _tuning_worker_on_node(spec_path: str, index: int, project_dir: str, threads
 
     os.chdir(project_dir)
     torch.set_num_threads(max(1, threads))
-    return tune_worker.main(spec_path, index)
+    return tune_worker.run_specs(spec_paths, index)
 
 
-def run_tuning_workers_on_ray(address: str, spec_path: Path, workers: int, cpus: float | None = None,
-                              gpus: float | None = None) -> list[int]:
-    """Run `workers` tuning workers as Ray tasks sharing the tuning's Optuna storage; their exit codes.
+def run_tuning_workers_on_ray(address: str, spec_paths: list[Path], workers: int, cpus: float | None = None,
+                              gpus: float | None = None) -> list[list[str | None]]:
+    """Run `workers` tuning workers as Ray tasks sharing the tunings' Optuna storage; per worker,
+    its outcome of each tuning (`tune_worker.OK` or `FAILED`; None for a worker lost for good).
 
     A worker lost with its node is retried (Optuna marks its running trial failed when the study is
     reopened, as for a killed local worker); the storage must be one every node reaches (RDB)."""
@@ -141,13 +142,14 @@ def run_tuning_workers_on_ray(address: str, spec_path: Path, workers: int, cpus:
     ray = executor._ray
     task = ray.remote(_tuning_worker_on_node).options(
         num_cpus=executor.cpus, num_gpus=executor.gpus, max_retries=MAX_NODE_FAILURES, retry_exceptions=False)
-    refs = [task.remote(str(spec_path), i, os.getcwd(), max(1, int(executor.cpus))) for i in range(workers)]
+    refs = [task.remote([str(p) for p in spec_paths], i, os.getcwd(), max(1, int(executor.cpus)))
+            for i in range(workers)]
     print(f"{workers} tuning worker(s) as Ray tasks on {address} ({executor.cpus:g} CPU, "
           f"{executor.gpus:g} GPU each)", flush=True)
-    codes = []
+    outcomes: list[list[str | None]] = []
     for ref in refs:
         try:
-            codes.append(int(ray.get(ref)))
+            outcomes.append(list(ray.get(ref)))
         except ray.exceptions.RayError:
-            codes.append(1)
-    return codes
+            outcomes.append([None] * len(spec_paths))
+    return outcomes

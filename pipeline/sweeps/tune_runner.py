@@ -17,6 +17,7 @@ from pipeline.errors import UserError
 from pipeline.profile import check_roots, load_profile
 from pipeline.sweeps.processes import cuda_device_count, spawn_worker
 from pipeline.sweeps.tracking import Tracker, default_tracking_uri, end_parent_run, study_parent_runs
+from pipeline.sweeps.tune_worker import OK, clear_outcomes, read_outcome
 from pipeline.sweeps.tuning import (METRIC, Tuning, best_params, fail_dead_trials, load_tuning, make_sampler,
                                     open_storage, study_name, write_json)
 
@@ -59,43 +60,65 @@ def _open_studies(tuning: Tuning, storage, tracker: Tracker) -> None:
             print(f"{study.study_name}: {len(dead)} trial(s) of a dead worker marked failed", flush=True)
 
 
-def run_tuning(path: str | Path, workers: int = 1, storage_url: str | None = None,
-               params: str = "params.yaml", prepared: str = "data/prepared", runs_dir: str = "runs",
-               out_root: str = "reports/tuning", ray_address: str | None = None) -> dict[str, Any]:
-    """Run a tuning file to its budget with `workers` processes (or Ray tasks on the cluster at
-    `ray_address`); return the best params."""
+def run_tuning(path: str | Path, workers: int = 1, **options: Any) -> dict[str, Any]:
+    """Run one tuning file to its budget (see `run_tunings`); return its best params."""
+    return run_tunings([path], workers, **options)[load_tuning(path).id]
+
+
+def run_tunings(paths: list[str | Path], workers: int = 1, storage_url: str | None = None,
+                params: str = "params.yaml", prepared: str = "data/prepared", runs_dir: str = "runs",
+                out_root: str = "reports/tuning", ray_address: str | None = None) -> dict[str, dict[str, Any]]:
+    """Run tuning files to their budgets with `workers` processes (or Ray tasks on the cluster at
+    `ray_address`); return each tuning's best params by tuning id.
+
+    One set of workers serves every file, in order: a worker that finishes its share of one
+    tuning starts on the next while the others finish theirs, and starts (imports, first-step
+    set-up) once rather than once per file. Raises TuningWorkersFailed naming the tunings whose
+    trials a worker could not run, after every tuning's best params are written."""
     if workers < 1:
         raise TuningArgumentError(f"--workers must be >= 1, got {workers}")
-    tuning = load_tuning(path)                      # every config error before any trial
+    tunings = [load_tuning(path) for path in paths]   # every config error before any trial
     profile_name, profile = load_profile(params)
     roots = check_roots(prepared, params)
-    storage, storage_label = open_storage(storage_url, tuning.id)
     tracker = Tracker(default_tracking_uri())
-    _open_studies(tuning, storage, tracker)
-    parent = study_parent_runs(tracker, [f"tune:{tuning.id}"])[f"tune:{tuning.id}"]
-    spec = {"tuning": str(tuning.path), "storage": storage_url, "profile_name": profile_name,
-            "profile": profile, "roots": roots, "runs_dir": runs_dir, "tracking_uri": tracker.tracking_uri,
-            "parent_run_id": parent, "start": time.time()}
-    spec_path = Path(runs_dir) / "tune" / tuning.id / "spec.json"
-    spec_path.parent.mkdir(parents=True, exist_ok=True)
-    spec_path.write_text(json.dumps(spec, indent=2))
+    specs, storages, parents = [], {}, {}
+    for tuning in tunings:
+        storage, storages[tuning.id] = open_storage(storage_url, tuning.id)
+        _open_studies(tuning, storage, tracker)
+        parents[tuning.id] = study_parent_runs(tracker, [f"tune:{tuning.id}"])[f"tune:{tuning.id}"]
+        spec = {"tuning": str(tuning.path), "storage": storage_url, "profile_name": profile_name,
+                "profile": profile, "roots": roots, "runs_dir": runs_dir, "tracking_uri": tracker.tracking_uri,
+                "parent_run_id": parents[tuning.id], "start": time.time()}
+        spec_path = Path(runs_dir) / "tune" / tuning.id / "spec.json"
+        spec_path.parent.mkdir(parents=True, exist_ok=True)
+        spec_path.write_text(json.dumps(spec, indent=2))
+        clear_outcomes(spec_path)
+        specs.append(spec_path)
     if ray_address:
         from pipeline.sweeps.ray_executor import run_tuning_workers_on_ray
 
-        codes = run_tuning_workers_on_ray(ray_address, spec_path, workers)
+        outcomes = run_tuning_workers_on_ray(ray_address, specs, workers)
     else:
         devices = cuda_device_count()
-        procs = [spawn_worker("pipeline.sweeps.tune_worker", [str(spec_path), str(i)], i, workers, devices)
+        procs = [spawn_worker("pipeline.sweeps.tune_worker", [str(i), *map(str, specs)], i, workers, devices)
                  for i in range(workers)]
-        codes = [p.wait() for p in procs]
-    end_parent_run(tracker, parent, "FAILED" if any(codes) else "FINISHED")
-    best = best_params(tuning, storage)
-    write_json(Path(out_root) / tuning.id / "best_params.json", best)
-    for opt, b in best.items():
-        print(f"{study_name(tuning, opt)}: best {METRIC} {b[METRIC]:.2f} with "
-              + ", ".join(f"{k}={v:.3g}" for k, v in b.items() if k in tuning.optimizers[opt])
-              + f" (trials {b['trials']})", flush=True)
-    if any(codes):
-        raise TuningWorkersFailed(f"{sum(1 for c in codes if c)} tuning worker(s) of {tuning.id} failed "
-                                  f"(storage {storage_label}); see the output above")
-    return best
+        for proc in procs:
+            proc.wait()
+        outcomes = [[read_outcome(spec_path, i) for spec_path in specs] for i in range(workers)]
+    results, failed = {}, []
+    for k, (tuning, spec_path) in enumerate(zip(tunings, specs)):
+        # A worker that died, or left this tuning after repeated failures, has no "ok" for it.
+        lacking = [i for i in range(workers) if outcomes[i][k] != OK]
+        end_parent_run(tracker, parents[tuning.id], "FAILED" if lacking else "FINISHED")
+        results[tuning.id] = best = best_params(tuning, open_storage(storage_url, tuning.id)[0])
+        write_json(Path(out_root) / tuning.id / "best_params.json", best)
+        for opt, b in best.items():
+            print(f"{study_name(tuning, opt)}: best {METRIC} {b[METRIC]:.2f} with "
+                  + ", ".join(f"{k}={v:.3g}" for k, v in b.items() if k in tuning.optimizers[opt])
+                  + f" (trials {b['trials']})", flush=True)
+        if lacking:
+            failed.append(f"{len(lacking)} tuning worker(s) of {tuning.id} failed (storage "
+                          f"{storages[tuning.id]})")
+    if failed:
+        raise TuningWorkersFailed("; ".join(failed) + "; see the output above")
+    return results

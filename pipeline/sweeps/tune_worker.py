@@ -1,11 +1,13 @@
-"""Worker process of a tuning: `python -m pipeline.sweeps.tune_worker SPEC.json INDEX`.
+"""Worker process of tunings: `python -m pipeline.sweeps.tune_worker INDEX SPEC.json [SPEC.json ...]`.
 
-It loops over the tuning's optimizers, running one trial at a time until the optimizer's budget
+For each tuning (spec) in order it loops over the tuning's optimizers, running one trial at a time until the optimizer's budget
 of finished (complete or pruned) trials is reached. Every trial trains a real run with the
 trainer, reports val Recall@1 per epoch (the sweep's epoch logger records it in MLflow), may be
 pruned, and is an MLflow run (child of the tuning's parent run).
 
-Exit status: 0 every budget met (or the time budget spent), 1 trials failed systematically.
+Exit status: 0 every budget met (or the time budget spent), 1 trials of some tuning failed
+systematically (that tuning is left, the next one started). Per tuning, the worker writes its
+outcome next to the spec (`worker_<INDEX>.outcome`: ok or failed); a worker that died wrote none.
 """
 
 from __future__ import annotations
@@ -19,14 +21,43 @@ from pathlib import Path
 
 from pipeline.sweeps.execute import BEST_VAL_R1, epoch_logger, release_run_folder, safe_metrics
 from pipeline.sweeps.tracking import KIND_TAG, STATUS_TAG, Tracker, flatten
-from pipeline.sweeps.tuning import (METRIC, Tuning, elapsed_ok, finished_count, load_tuning, make_pruner,
+from pipeline.sweeps.tuning import (METRIC, Tuning, claimed_count, elapsed_ok, load_tuning, make_pruner,
                                     make_sampler, open_storage, study_name, suggest, trial_budget, trial_config)
 
 MAX_CONSECUTIVE_FAILURES = 3
 
 
-def main(spec_path: str, index: int = 0) -> int:
-    """One worker: trials one at a time, optimizer by optimizer, until every budget is met.
+OK, FAILED = "ok", "failed"
+
+
+def _outcome_path(spec_path: str | Path, index: int) -> Path:
+    return Path(spec_path).parent / f"worker_{index}.outcome"
+
+
+def clear_outcomes(spec_path: str | Path) -> None:
+    """Forget the outcomes of an earlier `vpr tune run` of this spec (before starting workers)."""
+    for path in Path(spec_path).parent.glob("worker_*.outcome"):
+        path.unlink()
+
+
+def read_outcome(spec_path: str | Path, index: int) -> str | None:
+    """What worker `index` wrote for this tuning: OK, FAILED, or None (it died before the end)."""
+    path = _outcome_path(spec_path, index)
+    return path.read_text().strip() if path.exists() else None
+
+
+def run_specs(spec_paths: list[str], index: int = 0) -> list[str]:
+    """One worker: every tuning of `spec_paths` in order; the outcome of each (OK or FAILED)."""
+    return [run_spec(spec_path, index) for spec_path in spec_paths]
+
+
+def main(spec_paths: list[str], index: int = 0) -> int:
+    """The worker process: `run_specs`, then its exit status (module docstring)."""
+    return 0 if all(r == OK for r in run_specs(spec_paths, index)) else 1
+
+
+def run_spec(spec_path: str, index: int = 0) -> str:
+    """One tuning: trials one at a time, optimizer by optimizer, until every budget is met.
 
     Worker i samples with seed + i: workers sharing one seed would propose the same first points.
     """
@@ -38,22 +69,27 @@ def main(spec_path: str, index: int = 0) -> int:
     tuning = load_tuning(spec["tuning"])
     storage, _ = open_storage(spec["storage"], tuning.id)
     tracker = Tracker(spec["tracking_uri"])
+    outcome = OK
     for opt, space in tuning.optimizers.items():
         study = optuna.load_study(study_name=study_name(tuning, opt), storage=storage,
                                   sampler=make_sampler(tuning.sampler, space, offset=index),
                                   pruner=make_pruner(tuning.pruner))
         budget = trial_budget(tuning, opt, spec["profile"])
         failures = 0
-        while finished_count(study) < budget and elapsed_ok(spec["start"], tuning.budget.minutes):
+        while claimed_count(study) < budget and elapsed_ok(spec["start"], tuning.budget.minutes):
             mine: list = []  # the state of the trial this worker just ran
             study.optimize(lambda trial: objective(trial, tuning, opt, spec, tracker), n_trials=1,
                            catch=(Exception,), callbacks=[lambda _study, trial: mine.append(trial.state)])
             failures = failures + 1 if mine and mine[-1] == optuna.trial.TrialState.FAIL else 0
             if failures >= MAX_CONSECUTIVE_FAILURES:  # something systematic (data, config): stop, don't spin
-                print(f"{study.study_name}: {failures} trials failed in a row; stopping this worker "
-                      "(errors in MLflow, tag vpr.error)", file=sys.stderr, flush=True)
-                return 1
-    return 0
+                print(f"{study.study_name}: {failures} trials failed in a row; this worker leaves "
+                      f"{tuning.id} (errors in MLflow, tag vpr.error)", file=sys.stderr, flush=True)
+                outcome = FAILED
+                break
+        if outcome == FAILED:
+            break
+    _outcome_path(spec_path, index).write_text(outcome)
+    return outcome
 
 
 def objective(trial, tuning: Tuning, optimizer: str, spec: dict, tracker: Tracker) -> float:
@@ -100,4 +136,4 @@ def objective(trial, tuning: Tuning, optimizer: str, spec: dict, tracker: Tracke
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else 0))
+    sys.exit(main(sys.argv[2:], int(sys.argv[1])))

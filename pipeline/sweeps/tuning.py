@@ -269,6 +269,16 @@ def finished_count(study) -> int:
     return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
 
 
+def claimed_count(study) -> int:
+    """Trials finished or being run by some worker: a worker starts a trial only while this is below
+    the budget, so parallel workers do not all start one when the budget is one trial away (the
+    demo's 4-trial budget used to get 5). A trial that then fails frees its place again."""
+    from optuna.trial import TrialState
+
+    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED,
+                                                        TrialState.RUNNING)))
+
+
 def trial_budget(tuning: Tuning, optimizer: str, profile: Mapping[str, Any] | None) -> int:
     """Trials to finish for one optimizer: the file's budget, capped by the profile's
     `tune.max_trials` (demo scale) and, for a grid sampler, by the grid's size."""
