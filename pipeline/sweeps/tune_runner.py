@@ -80,11 +80,12 @@ def run_tunings(paths: list[str | Path], workers: int = 1, storage_url: str | No
     tunings = [load_tuning(path) for path in paths]   # every config error before any trial
     profile_name, profile = load_profile(params)
     roots = check_roots(prepared, params)
+    opened = {t.id: open_storage(storage_url, t.id) for t in tunings}  # unreachable: fail before any record
+    storages = {tuning_id: label for tuning_id, (_, label) in opened.items()}
     tracker = Tracker(default_tracking_uri())
-    specs, storages, parents = [], {}, {}
+    specs, parents = [], {}
     for tuning in tunings:
-        storage, storages[tuning.id] = open_storage(storage_url, tuning.id)
-        _open_studies(tuning, storage, tracker)
+        _open_studies(tuning, opened[tuning.id][0], tracker)
         parents[tuning.id] = study_parent_runs(tracker, [f"tune:{tuning.id}"])[f"tune:{tuning.id}"]
         spec = {"tuning": str(tuning.path), "storage": storage_url, "profile_name": profile_name,
                 "profile": profile, "roots": roots, "runs_dir": runs_dir, "tracking_uri": tracker.tracking_uri,
@@ -110,7 +111,7 @@ def run_tunings(paths: list[str | Path], workers: int = 1, storage_url: str | No
         # A worker that died, or left this tuning after repeated failures, has no "ok" for it.
         lacking = [i for i in range(workers) if outcomes[i][k] != OK]
         end_parent_run(tracker, parents[tuning.id], "FAILED" if lacking else "FINISHED")
-        results[tuning.id] = best = best_params(tuning, open_storage(storage_url, tuning.id)[0])
+        results[tuning.id] = best = best_params(tuning, opened[tuning.id][0])
         write_json(Path(out_root) / tuning.id / "best_params.json", best)
         for opt, b in best.items():
             print(f"{study_name(tuning, opt)}: best {METRIC} {b[METRIC]:.2f} with "
