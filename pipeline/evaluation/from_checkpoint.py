@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from pipeline.config import RunConfig, config_from_dict
@@ -19,8 +20,9 @@ def model_from_checkpoint(checkpoint: str | Path) -> tuple[nn.Module, RunConfig,
     """(network in eval mode, its run config, the checkpoint's epoch) from a best.pt or last.pt."""
     ckpt = load_checkpoint(checkpoint)
     cfg = config_from_dict(ckpt["config"])
-    model = model_from_config(cfg, pretrained="none")
-    model.load_state_dict(ckpt["model"])
+    with torch.device("meta"):  # shapes only: the weights come from the file (no random init to pay for)
+        model = model_from_config(cfg, pretrained="none")
+    model.load_state_dict(ckpt["model"], assign=True)
     return model.eval(), cfg, ckpt.get("epoch")
 
 
