@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterator
 from pipeline.config import config_from_dict
 from pipeline.data.catalog import SPLITS, VALIDATION, recall_metric
 from pipeline.sweeps.lease import Lease
-from pipeline.sweeps.mlflow_records import checkpoint_from_run, run_records
+from pipeline.sweeps.mlflow_records import model_from_run, run_records
 from pipeline.sweeps.tracking import HASH_TAG, KIND_TAG, STATUS_TAG, Tracker, flatten, git_commit, metric_key
 
 log = logging.getLogger(__name__)
@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 # Files of a trained run folder logged as MLflow artifacts (lr_schedule.csv: the learning rate of
 # every optimizer step, written by the trainer; absent for runs trained before it existed). The
 # best weights are not among them: MLflow keeps them once, as the run's MLflow model
-# (`mlflow_records.log_best_model`), and `best.pt` is rebuilt from it when a later stage needs it.
+# (`mlflow_records.log_best_model`), which a later stage loads when it needs them.
 RUN_ARTIFACTS = ("config.yaml", "history.json", "summary.json", "lr_schedule.csv")
 BEST_VAL_R1 = recall_metric(VALIDATION.key, 1)            # best_val_recall_at_1
 VAL_R1 = recall_metric(VALIDATION.key, 1, per_epoch=True)  # val_recall_at_1 (per epoch)
@@ -116,10 +116,10 @@ def execute_run(spec: Mapping[str, Any], progress: bool = False) -> dict[str, An
 
 
 # What a finished run's folder drops. MLflow is the run's store (a tracking server serves it to
-# every machine and the report reads it there), so the checkpoint and the per-query predictions
-# live there once (the weights as the run's MLflow model); the resume checkpoint is useless once the run finished. The folder keeps its
-# small files (config, history, summary, lr schedule, spec, log) and a copy is fetched back from
-# MLflow's model when a later stage needs the checkpoint (`vpr sweep evaluate`).
+# every machine and the report reads it there), so the weights (as the run's MLflow model) and
+# the per-query predictions live there once; the resume checkpoint is useless once the run
+# finished. The folder keeps its small files (config, history, summary, lr schedule, spec, log);
+# a later stage that tests the run loads the MLflow model (`vpr sweep evaluate`).
 RELEASED = ("last.pt", "best.pt", "val_predictions", "test")
 
 
@@ -209,9 +209,10 @@ def test_run(tracker: Tracker, run_id: str, cfg, run_dir: Path) -> dict[str, dic
     from pipeline.evaluation.from_checkpoint import evaluate_model, model_from_checkpoint
 
     results = {}
-    if not (run_dir / "best.pt").exists():  # released after training: MLflow's model holds the weights
-        checkpoint_from_run(run_id, run_dir / "best.pt", tracker.tracking_uri)
-    model, _, _ = model_from_checkpoint(run_dir / "best.pt")
+    if (run_dir / "best.pt").exists():
+        model, _, _ = model_from_checkpoint(run_dir / "best.pt")
+    else:  # released after training: the run's MLflow model holds the weights
+        model, _ = model_from_run(run_id, tracker.tracking_uri, run_dir)
     for name, root in cfg.data.test_roots.items():
         out = run_dir / "test" / name
         result = evaluate_model(model, cfg, root, out_dir=out, device=cfg.training.device,

@@ -5,8 +5,10 @@ the MLflow server need the claim to live there. The executing process writes its
 heartbeat time as tags of the run's MLflow record and renews the heartbeat from a daemon thread.
 Another process may take the run over only when the heartbeat is older than the lease (the holder
 died: a killed process or a lost node) or at once when the holder was a process of the same machine
-that no longer exists, so a run never executes on two machines at once while its holder is alive. The store offers no compare-and-set, so a claim is written, left to settle, and
-read back: of two processes claiming the same stale run, the one whose write is read back proceeds.
+that no longer exists, so a run never executes on two machines at once while its holder is alive.
+The store offers no compare-and-set, so a claim is written, left to settle, and read back: of two
+processes claiming the same stale run, the one whose write is read back proceeds. The settle is
+skipped on a store only one machine writes (sqlite, a local folder), where run_lock suffices.
 """
 
 from __future__ import annotations

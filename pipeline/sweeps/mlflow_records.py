@@ -105,22 +105,30 @@ def log_best_model(tracker: Tracker, run_id: str, checkpoint: str | Path) -> Non
         mlflow.end_run("RUNNING")  # leaving the block would mark the run FINISHED; the sweep decides
 
 
-def checkpoint_from_run(run_id: str, out: str | Path, tracking_uri: str | None = None) -> Path:
-    """Write a checkpoint file (config + weights) for `vpr evaluate` from run `run_id`'s MLflow model."""
+def model_from_run(run_id: str, tracking_uri: str | None = None, config_dir: str | Path | None = None):
+    """(network, config dict) of run `run_id`: its MLflow model and its config.yaml artifact
+    (downloaded into `config_dir`, default a temporary folder)."""
     import mlflow
     import mlflow.pytorch
-    import torch
     import yaml
 
     tracker = Tracker(tracking_uri)
     mlflow.set_tracking_uri(tracker.tracking_uri)
     try:
         model = mlflow.pytorch.load_model(f"runs:/{run_id}/{MODEL_NAME}", map_location="cpu")
-        config_file = tracker.client.download_artifacts(run_id, "config.yaml", str(Path(out).parent))
+        config_file = tracker.client.download_artifacts(run_id, "config.yaml",
+                                                        str(config_dir) if config_dir else None)
     except Exception as err:  # MlflowException for unknown runs and models, OSError for missing files
         raise RunModelError(f"--run {run_id}: no MLflow model or config.yaml in store {tracker.tracking_uri} "
                             f"({str(err).splitlines()[0]}); runs trained by `vpr sweep run` have them") from None
-    config = yaml.safe_load(Path(config_file).read_text())
+    return model.eval(), yaml.safe_load(Path(config_file).read_text())
+
+
+def checkpoint_from_run(run_id: str, out: str | Path, tracking_uri: str | None = None) -> Path:
+    """Write a checkpoint file (config + weights) for `vpr evaluate` from run `run_id`'s MLflow model."""
+    import torch
+
+    model, config = model_from_run(run_id, tracking_uri, Path(out).parent)
     torch.save({"config": config, "model": model.state_dict(), "epoch": None}, out)
     return Path(out)
 

@@ -9,7 +9,6 @@ The tuning's figures are the report's (`vpr report` reads the Optuna storage); t
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -60,11 +59,6 @@ def _open_studies(tuning: Tuning, storage, tracker: Tracker) -> None:
             print(f"{study.study_name}: {len(dead)} trial(s) of a dead worker marked failed", flush=True)
 
 
-def run_tuning(path: str | Path, workers: int = 1, **options: Any) -> dict[str, Any]:
-    """Run one tuning file to its budget (see `run_tunings`); return its best params."""
-    return run_tunings([path], workers, **options)[load_tuning(path).id]
-
-
 def run_tunings(paths: list[str | Path], workers: int = 1, storage_url: str | None = None,
                 params: str = "params.yaml", prepared: str = "data/prepared", runs_dir: str = "runs",
                 out_root: str = "reports/tuning", ray_address: str | None = None) -> dict[str, dict[str, Any]]:
@@ -81,20 +75,16 @@ def run_tunings(paths: list[str | Path], workers: int = 1, storage_url: str | No
     profile_name, profile = load_profile(params)
     roots = check_roots(prepared, params)
     opened = {t.id: open_storage(storage_url, t.id) for t in tunings}  # unreachable: fail before any record
-    storages = {tuning_id: label for tuning_id, (_, label) in opened.items()}
     tracker = Tracker(default_tracking_uri())
-    specs, parents = [], {}
+    parents = {}
     for tuning in tunings:
         _open_studies(tuning, opened[tuning.id][0], tracker)
         parents[tuning.id] = study_parent_runs(tracker, [f"tune:{tuning.id}"])[f"tune:{tuning.id}"]
-        spec = {"tuning": str(tuning.path), "storage": storage_url, "profile_name": profile_name,
-                "profile": profile, "roots": roots, "runs_dir": runs_dir, "tracking_uri": tracker.tracking_uri,
-                "parent_run_id": parents[tuning.id], "start": time.time()}
-        spec_path = Path(runs_dir) / "tune" / tuning.id / "spec.json"
-        spec_path.parent.mkdir(parents=True, exist_ok=True)
-        spec_path.write_text(json.dumps(spec, indent=2))
-        clear_outcomes(spec_path)
-        specs.append(spec_path)
+    common = {"storage": storage_url, "profile_name": profile_name, "profile": profile, "roots": roots,
+              "runs_dir": runs_dir, "tracking_uri": tracker.tracking_uri}
+    specs = [_write_spec(Path(runs_dir) / "tune" / t.id / "spec.json",
+                         {"tuning": str(t.path), **common, "parent_run_id": parents[t.id]})
+             for t in tunings]
     if ray_address:
         from pipeline.sweeps.ray_executor import run_tuning_workers_on_ray
 
@@ -107,9 +97,9 @@ def run_tunings(paths: list[str | Path], workers: int = 1, storage_url: str | No
             proc.wait()
         outcomes = [[read_outcome(spec_path, i) for spec_path in specs] for i in range(workers)]
     results, failed = {}, []
-    for k, (tuning, spec_path) in enumerate(zip(tunings, specs)):
+    for tuning, per_worker in zip(tunings, zip(*outcomes)):
         # A worker that died, or left this tuning after repeated failures, has no "ok" for it.
-        lacking = [i for i in range(workers) if outcomes[i][k] != OK]
+        lacking = [i for i, outcome in enumerate(per_worker) if outcome != OK]
         end_parent_run(tracker, parents[tuning.id], "FAILED" if lacking else "FINISHED")
         results[tuning.id] = best = best_params(tuning, opened[tuning.id][0])
         write_json(Path(out_root) / tuning.id / "best_params.json", best)
@@ -119,7 +109,15 @@ def run_tunings(paths: list[str | Path], workers: int = 1, storage_url: str | No
                   + f" (trials {b['trials']})", flush=True)
         if lacking:
             failed.append(f"{len(lacking)} tuning worker(s) of {tuning.id} failed (storage "
-                          f"{storages[tuning.id]})")
+                          f"{opened[tuning.id][1]})")
     if failed:
         raise TuningWorkersFailed("; ".join(failed) + "; see the output above")
     return results
+
+
+def _write_spec(path: Path, spec: dict[str, Any]) -> Path:
+    """The spec file tuning workers read; outcomes of an earlier run of it are forgotten."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(spec, indent=2))
+    clear_outcomes(path)
+    return path

@@ -1,7 +1,8 @@
 """Worker process of tunings: `python -m pipeline.sweeps.tune_worker INDEX SPEC.json [SPEC.json ...]`.
 
-For each tuning (spec) in order it loops over the tuning's optimizers, running one trial at a time until the optimizer's budget
-of finished (complete or pruned) trials is reached. Every trial trains a real run with the
+For each tuning (spec) in order it loops over the tuning's optimizers, running one trial at a
+time until the optimizer's budget of finished (complete or pruned) trials is reached; a tuning's
+time budget counts from when the worker reaches it. Every trial trains a real run with the
 trainer, reports val Recall@1 per epoch (the sweep's epoch logger records it in MLflow), may be
 pruned, and is an MLflow run (child of the tuning's parent run).
 
@@ -17,6 +18,7 @@ import logging
 import os
 import socket
 import sys
+import time
 from pathlib import Path
 
 from pipeline.sweeps.execute import BEST_VAL_R1, epoch_logger, release_run_folder, safe_metrics
@@ -69,27 +71,35 @@ def run_spec(spec_path: str, index: int = 0) -> str:
     tuning = load_tuning(spec["tuning"])
     storage, _ = open_storage(spec["storage"], tuning.id)
     tracker = Tracker(spec["tracking_uri"])
-    outcome = OK
-    for opt, space in tuning.optimizers.items():
-        study = optuna.load_study(study_name=study_name(tuning, opt), storage=storage,
-                                  sampler=make_sampler(tuning.sampler, space, offset=index),
-                                  pruner=make_pruner(tuning.pruner))
-        budget = trial_budget(tuning, opt, spec["profile"])
-        failures = 0
-        while claimed_count(study) < budget and elapsed_ok(spec["start"], tuning.budget.minutes):
-            mine: list = []  # the state of the trial this worker just ran
-            study.optimize(lambda trial: objective(trial, tuning, opt, spec, tracker), n_trials=1,
-                           catch=(Exception,), callbacks=[lambda _study, trial: mine.append(trial.state)])
-            failures = failures + 1 if mine and mine[-1] == optuna.trial.TrialState.FAIL else 0
-            if failures >= MAX_CONSECUTIVE_FAILURES:  # something systematic (data, config): stop, don't spin
-                print(f"{study.study_name}: {failures} trials failed in a row; this worker leaves "
-                      f"{tuning.id} (errors in MLflow, tag vpr.error)", file=sys.stderr, flush=True)
-                outcome = FAILED
-                break
-        if outcome == FAILED:
-            break
+    # A tuning's time budget counts from when this worker reaches it (not from when the runner
+    # prepared it: with several tuning files the later ones wait for the earlier).
+    spec["start"] = time.time()
+    finished = all(_run_optimizer(opt, space, tuning, spec, storage, tracker, index)  # stops at a failure
+                   for opt, space in tuning.optimizers.items())
+    outcome = OK if finished else FAILED
     _outcome_path(spec_path, index).write_text(outcome)
     return outcome
+
+
+def _run_optimizer(opt: str, space: dict, tuning: Tuning, spec: dict, storage, tracker: Tracker, index: int) -> bool:
+    """Trials of one optimizer's study until its budget is met; False when they fail systematically."""
+    import optuna
+
+    study = optuna.load_study(study_name=study_name(tuning, opt), storage=storage,
+                              sampler=make_sampler(tuning.sampler, space, offset=index),
+                              pruner=make_pruner(tuning.pruner))
+    budget = trial_budget(tuning, opt, spec["profile"])
+    failures = 0
+    while claimed_count(study) < budget and elapsed_ok(spec["start"], tuning.budget.minutes):
+        mine: list = []  # the state of the trial this worker just ran
+        study.optimize(lambda trial: objective(trial, tuning, opt, spec, tracker), n_trials=1,
+                       catch=(Exception,), callbacks=[lambda _study, trial: mine.append(trial.state)])
+        failures = failures + 1 if mine and mine[-1] == optuna.trial.TrialState.FAIL else 0
+        if failures >= MAX_CONSECUTIVE_FAILURES:  # something systematic (data, config): stop, don't spin
+            print(f"{study.study_name}: {failures} trials failed in a row; this worker leaves "
+                  f"{tuning.id} (errors in MLflow, tag vpr.error)", file=sys.stderr, flush=True)
+            return False
+    return True
 
 
 def objective(trial, tuning: Tuning, optimizer: str, spec: dict, tracker: Tracker) -> float:
