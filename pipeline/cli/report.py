@@ -9,7 +9,10 @@ import sys
 
 def _report(args: argparse.Namespace) -> int:
     from pipeline.reporting.report import write_report
+    from pipeline.sweeps.runner import check_jobs
 
+    if args.jobs is not None:
+        check_jobs(args.jobs)  # before reading any run: a wrong flag fails at once
     metrics = write_report(args.out, params=args.params, prepared=args.prepared, experiments=args.experiments,
                            tuning_storage=args.tuning_storage, plan=args.plan, jobs=args.jobs)
     print(json.dumps(metrics, indent=2))
