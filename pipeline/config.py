@@ -161,7 +161,7 @@ class TrainingConfig(_Section):
     images_per_place: int = Field(4, ge=2)    # K; >= 2 so every batch has positives
     batches_per_epoch: int | None = Field(None, ge=1)  # None = one pass over the places
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda|cuda:\d+)$")
-    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on cuda, fp32 on cpu
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on cuda and bf16-capable cpus
     channels_last: Literal["auto"] | bool = "auto"
     max_grad_norm: float | None = Field(None, gt=0)
     log_every: int = Field(10, ge=1)

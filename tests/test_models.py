@@ -11,6 +11,7 @@ import torchvision
 
 from pipeline.config import ModelConfig, config_from_dict
 from pipeline.errors import UserError
+from pipeline.evaluation.descriptors import extract_descriptors
 from pipeline.models import (
     AGGREGATORS,
     imagenet_weights,
@@ -25,6 +26,7 @@ from pipeline.models import (
     model_from_config,
     output_dims_markdown,
 )
+from pipeline.models.storage import storage_copy, stored_bytes
 
 SIZE = (64, 64)
 
@@ -325,6 +327,52 @@ def test_bf16_autocast_channels_last_cpu():
         with torch.autocast("cpu", dtype=torch.bfloat16):
             y = agg(x)
         assert y.dtype == torch.float32 and torch.allclose(y.norm(dim=1), torch.ones(2), atol=1e-5)
+
+
+class TensorIndexDataset(torch.utils.data.Dataset):
+    """(image, index) pairs over in-memory images, as extract_descriptors reads a split."""
+
+    def __init__(self, images: torch.Tensor) -> None:
+        self.images = images
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        return self.images[i], i
+
+
+@pytest.mark.parametrize("name", list(AGGREGATORS))
+def test_stored_bf16_network_gives_the_evaluated_descriptors_bit_for_bit(name, tmp_path):
+    # A run evaluated under bf16 autocast stores its conv/linear weights in bf16: half the bytes,
+    # and unpickled (as mlflow.pytorch.load_model does) it computes exactly what was recorded.
+    model = build_model(_model_cfg(aggregator=name), SIZE).eval()
+    with torch.no_grad():  # trained-looking BatchNorm statistics, so they matter to the output
+        for bn in (m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)):
+            bn.running_mean.uniform_(-0.1, 0.1), bn.running_var.uniform_(0.5, 1.5)
+    stored = storage_copy(model, "bf16")
+    assert stored_bytes(stored) < 0.55 * stored_bytes(model)
+    assert stored.backbone.conv1.weight.dtype == torch.bfloat16 and stored.backbone.bn1.weight.dtype == torch.float32
+    torch.save(stored, tmp_path / "model.pth")
+    loaded = torch.load(tmp_path / "model.pth", weights_only=False)
+    assert all(p.dtype == torch.float32 for p in loaded.parameters())
+    images = torch.rand(3, 3, *SIZE)
+    evaluated = extract_descriptors(model, TensorIndexDataset(images), batch_size=2, precision="bf16",
+                                    channels_last=True, preprocess=None, progress=False)
+    reloaded = extract_descriptors(loaded, TensorIndexDataset(images), batch_size=2, precision="bf16",
+                                   channels_last=True, preprocess=None, progress=False)
+    assert torch.equal(evaluated, reloaded)
+    with torch.no_grad():  # fp32 evaluation of the rounded weights is close, not equal: hence fp32 runs store fp32
+        assert torch.nn.functional.cosine_similarity(model(images), loaded(images)).min() > 0.99
+
+
+def test_fp32_evaluated_network_is_stored_unchanged():
+    model = build_model(_model_cfg(aggregator="gem"), SIZE)
+    stored = storage_copy(model, "fp32")
+    assert stored is not model and stored_bytes(stored) == stored_bytes(model)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), stored.state_dict().values()))
+    with pytest.raises(ValueError, match="precision must be bf16 or fp32, got 'fp16'"):
+        storage_copy(model, "fp16")
 
 
 def test_describe_output_dims_resnet18_layer3():

@@ -41,6 +41,12 @@ class VPRModel(nn.Module):
                 f"frozen {len(self.backbone.frozen_modules)} modules), image={self.image_size[0]}x{self.image_size[1]}, "
                 f"feature_map={c}x{h}x{w}, aggregator={self.aggregator.name}, descriptor_dim={self.descriptor_dim}")
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # Unpickling a stored network (models.storage keeps bf16-evaluated runs' convolution and
+        # linear weights in bf16): hand back an fp32 module, which runs with or without autocast.
+        super().__setstate__(state)
+        self.float()
+
     def __repr__(self) -> str:
         # One line: the full module tree is a print(model.backbone) away.
         return f"VPRModel({self.extra_repr()})"

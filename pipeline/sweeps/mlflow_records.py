@@ -3,7 +3,8 @@
 - its datasets as MLflow dataset inputs (name, source path, digest of the file list, context
   train / validation / test), which fill the runs table's Dataset column;
 - its best model as an MLflow model (`runs:/<run id>/model`, loadable with
-  `mlflow.pytorch.load_model`), with an input example and signature;
+  `mlflow.pytorch.load_model`), with an input example and signature, stored at the precision
+  the run evaluated in (`models.storage`);
 - system metrics (CPU, memory, disk, network; GPU where `nvidia-ml-py` finds one) sampled while it
   trains, by MLflow's own monitor. Switch: `VPR_SYSTEM_METRICS=0` turns it off;
   `VPR_SYSTEM_METRICS_INTERVAL` sets the sampling period in seconds (default 10).
@@ -12,6 +13,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import random
@@ -81,9 +83,10 @@ def log_datasets(tracker: Tracker, run_id: str, config: Mapping[str, Any]) -> No
             time.sleep(0.2 + random.random())
 
 
-def log_best_model(tracker: Tracker, run_id: str, checkpoint: str | Path) -> None:
+def log_best_model(tracker: Tracker, run_id: str, checkpoint: str | Path, precision: str = "fp32") -> None:
     """Log the checkpoint's network as the run's MLflow model `model` (input: a float32 batch of
-    N x 3 x H x W images at the evaluation size; output: N x D descriptors)."""
+    N x 3 x H x W images at the evaluation size; output: N x D descriptors), stored at the
+    `precision` the run evaluated in (models.storage: bf16 halves it and keeps every recall)."""
     import mlflow
     import mlflow.pytorch
     import numpy as np
@@ -91,6 +94,7 @@ def log_best_model(tracker: Tracker, run_id: str, checkpoint: str | Path) -> Non
     from mlflow.models import infer_signature
 
     from pipeline.evaluation.from_checkpoint import model_from_checkpoint
+    from pipeline.models.storage import storage_copy
 
     model, cfg, _ = model_from_checkpoint(checkpoint)
     h, w = cfg.evaluation.resize
@@ -100,9 +104,17 @@ def log_best_model(tracker: Tracker, run_id: str, checkpoint: str | Path) -> Non
     mlflow.set_tracking_uri(tracker.tracking_uri)
     with mlflow.start_run(run_id=run_id):
         # Pickled module: the `pt2` (torch.export) format fixes the batch size to the example's.
-        mlflow.pytorch.log_model(model, name=MODEL_NAME, input_example=example, signature=signature,
-                                 serialization_format="pickle", pip_requirements=[])
+        mlflow.pytorch.log_model(storage_copy(model, precision), name=MODEL_NAME, input_example=example,
+                                 signature=signature, serialization_format="pickle", pip_requirements=[],
+                                 metadata={"vpr.stored_precision": precision})
         mlflow.end_run("RUNNING")  # leaving the block would mark the run FINISHED; the sweep decides
+
+
+def evaluated_precision(run_dir: Path) -> str:
+    """The precision a run's evaluations computed in (its summary.json; fp32 when unrecorded, which
+    stores the weights as they are)."""
+    summary = run_dir / "summary.json"
+    return json.loads(summary.read_text()).get("precision", "fp32") if summary.exists() else "fp32"
 
 
 def model_from_run(run_id: str, tracking_uri: str | None = None, config_dir: str | Path | None = None):
@@ -159,4 +171,4 @@ def run_records(tracker: Tracker, run_id: str, config: Mapping[str, Any], run_di
     with system_metrics(tracker, run_id):
         yield
     if (run_dir / "best.pt").exists():
-        log_best_model(tracker, run_id, run_dir / "best.pt")
+        log_best_model(tracker, run_id, run_dir / "best.pt", evaluated_precision(run_dir))
