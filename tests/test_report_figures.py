@@ -266,3 +266,14 @@ def test_seed004_fig4_draws_methods_a_to_d(studies, tokyo_predictions, embedded_
     files = figures.write_figures(study, cells, tmp_path, roots)
     assert [f.name for f in files] == ["s004_fig4_qualitative_qualitative.png", "s004_fig4_qualitative_qualitative.pdf"]
     assert_images(files, min_png_bytes=30_000)
+
+
+
+def test_tuning_importances_rank_ties_by_name():
+    # Two parameters of equal importance (a 2x2 grid often gives 0.5 each) are drawn in one order,
+    # whatever order Optuna returned them in.
+    from pipeline.reporting.figures.tuning import ranked
+
+    assert ranked({"weight_decay": 0.5, "lr": 0.5}) == ranked({"lr": 0.5, "weight_decay": 0.5}) \
+        == [("lr", 0.5), ("weight_decay", 0.5)]
+    assert ranked({"lr": 0.4, "weight_decay": 0.6}) == [("weight_decay", 0.6), ("lr", 0.4)]

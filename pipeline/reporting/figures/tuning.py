@@ -87,6 +87,12 @@ def _lr_wd(studies: dict[str, Any], out: Path) -> list[Path]:
     return save_figure(fig, out / "lr_wd")
 
 
+def ranked(importances: dict[str, float]) -> list[tuple[str, float]]:
+    """Importances largest first, ties by name: Optuna orders ties as Python orders a set of
+    names, which changes from one process to the next, and so would the report's bars."""
+    return sorted(importances.items(), key=lambda item: (-item[1], item[0]))
+
+
 def _importances(studies: dict[str, Any], out: Path) -> list[Path]:
     """fANOVA parameter importances (a note instead when there are too few complete trials)."""
     import optuna
@@ -94,13 +100,16 @@ def _importances(studies: dict[str, Any], out: Path) -> list[Path]:
     fig, axes = _panels(studies, 4.5, 3)
     for ax, (opt, study) in zip(axes, studies.items()):
         try:
-            importances = optuna.importance.get_param_importances(study)
+            # fANOVA fits a random forest: seeded, so a rerun of the report draws the same bars.
+            importances = optuna.importance.get_param_importances(
+                study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0))
         except (RuntimeError, ValueError) as err:
             ax.text(0.5, 0.5, f"not enough complete trials\n({err})"[:120], ha="center", va="center",
                     transform=ax.transAxes, fontsize=8)
             importances = {}
         if importances:
-            ax.barh(list(importances), list(importances.values()), color="tab:purple")
+            names, values = zip(*ranked(importances))
+            ax.barh(names, values, color="tab:purple")
         ax.set(title=f"{opt}: parameter importance", xlabel="importance (fANOVA)")
     fig.tight_layout()
     return save_figure(fig, out / "param_importances")
