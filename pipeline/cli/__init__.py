@@ -33,3 +33,10 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as err:
         print(f"vpr: error: {err}", file=sys.stderr)
         return 2
+
+
+def run() -> None:
+    """The `vpr` script: `main`, then a quick exit (`pipeline.process_exit`)."""
+    from pipeline.process_exit import run_entry_point
+
+    run_entry_point(main)

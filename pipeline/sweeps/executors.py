@@ -50,21 +50,31 @@ class Executor(Protocol):
 class _Slot:
     proc: subprocess.Popen | None = None
     key: str | None = None
+    used: bool = False  # the worker was handed a run (one never handed any is killed at close)
 
 
 class LocalExecutor:
-    """`slots` long-lived worker processes on this machine (one per GPU slot, or sharing the cores)."""
+    """`slots` long-lived worker processes on this machine (one per GPU slot, or sharing the cores).
 
-    def __init__(self, slots: int) -> None:
+    `tracking_uri`: the MLflow store the workers open while they warm up (`warm_up`)."""
+
+    def __init__(self, slots: int, tracking_uri: str | None = None) -> None:
         self.slots = slots
         self._devices = cuda_device_count()
         self._slots = [_Slot() for _ in range(slots)]
+        self._args = ["--serve"] + ([tracking_uri] if tracking_uri else [])
+
+    def start(self) -> None:
+        """Start every slot's worker now, so it warms up while the caller still plans."""
+        for index in range(self.slots):
+            self._worker(index)
 
     def _worker(self, index: int) -> subprocess.Popen:
         slot = self._slots[index]
         if slot.proc is None or slot.proc.poll() is not None:
-            slot.proc = spawn_worker("pipeline.sweeps.worker", ["--serve"], index, self.slots, self._devices,
+            slot.proc = spawn_worker("pipeline.sweeps.worker", self._args, index, self.slots, self._devices,
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+            slot.used = False
         return slot.proc
 
     def submit(self, key: str, spec_path: Path) -> None:
@@ -81,6 +91,7 @@ class LocalExecutor:
                 if attempt:
                     raise
         self._slots[index].key = key
+        self._slots[index].used = True
 
     def completed(self, timeout: float) -> list[tuple[str, int]]:
         """Replies of busy workers (one line: the run's code); a dead worker fails its run."""
@@ -102,11 +113,12 @@ class LocalExecutor:
         return done
 
     def close(self) -> None:
-        """Idle workers exit when their input closes; busy ones are killed (runs resume later)."""
+        """Idle workers exit when their input closes; busy ones are killed (runs resume later), and
+        so are those never handed a run (they may still be warming up)."""
         for slot in self._slots:
             if slot.proc is None:
                 continue
-            if slot.key is not None:
+            if slot.key is not None or not slot.used:
                 slot.proc.kill()
             else:
                 slot.proc.stdin.close()

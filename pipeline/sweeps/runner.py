@@ -139,20 +139,23 @@ def run_sweep(ctx: SweepContext, jobs: int = 1, test: bool = True, only_evaluate
     `plan_path`: record the plan executed (`pipeline.sweeps.plan.write_plan`) for the report.
     """
     ctx.jobs = check_jobs(jobs)
-    tracker = Tracker(ctx.tracking_uri, ctx.experiment)
-    tracker.ensure_experiment()  # create the store before any worker starts
-    if plan_path:
-        write_plan(ctx.planned, plan_path, ctx.profile_name)
-    parents = study_parent_runs(tracker, sorted({s for p in ctx.planned for s in p.studies}))
-    todo = _todo(ctx, tracker, only_evaluate)
-    executor = executor or LocalExecutor(jobs)
-    where = executor.describe() if hasattr(executor, "describe") else f"{jobs} at a time"
-    print(f"{len(ctx.planned)} distinct runs, {len(todo)} to {'test' if only_evaluate else 'execute'}, "
-          f"{where}; MLflow store {ctx.tracking_uri}", flush=True)
+    if executor is None:
+        executor = LocalExecutor(jobs, ctx.tracking_uri)
+        if not only_evaluate:  # training nearly always has work: the workers warm up while this plans
+            executor.start()
     outcomes: dict[str, str] = {}
-    queue, running = list(todo), {}
-    start = time.time()
     try:
+        tracker = Tracker(ctx.tracking_uri, ctx.experiment)
+        tracker.ensure_experiment()  # the experiment exists before a worker records a run in it
+        if plan_path:
+            write_plan(ctx.planned, plan_path, ctx.profile_name)
+        parents = study_parent_runs(tracker, sorted({s for p in ctx.planned for s in p.studies}))
+        todo = _todo(ctx, tracker, only_evaluate)
+        where = executor.describe() if hasattr(executor, "describe") else f"{jobs} at a time"
+        print(f"{len(ctx.planned)} distinct runs, {len(todo)} to {'test' if only_evaluate else 'execute'}, "
+              f"{where}; MLflow store {ctx.tracking_uri}", flush=True)
+        queue, running = list(todo), {}
+        start = time.time()
         while queue or running:
             while queue and len(running) < executor.slots:
                 p = queue.pop(0)

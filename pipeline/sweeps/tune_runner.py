@@ -9,6 +9,7 @@ The tuning's figures are the report's (`vpr report` reads the Optuna storage); t
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -74,25 +75,37 @@ def run_tunings(paths: list[str | Path], workers: int = 1, storage_url: str | No
     tunings = [load_tuning(path) for path in paths]   # every config error before any trial
     profile_name, profile = load_profile(params)
     roots = check_roots(prepared, params)
-    opened = {t.id: open_storage(storage_url, t.id) for t in tunings}  # unreachable: fail before any record
-    tracker = Tracker(default_tracking_uri())
-    parents = {}
-    for tuning in tunings:
-        _open_studies(tuning, opened[tuning.id][0], tracker)
-        parents[tuning.id] = study_parent_runs(tracker, [f"tune:{tuning.id}"])[f"tune:{tuning.id}"]
-    common = {"storage": storage_url, "profile_name": profile_name, "profile": profile, "roots": roots,
-              "runs_dir": runs_dir, "tracking_uri": tracker.tracking_uri}
-    specs = [_write_spec(Path(runs_dir) / "tune" / t.id / "spec.json",
-                         {"tuning": str(t.path), **common, "parent_run_id": parents[t.id]})
-             for t in tunings]
+    tracking_uri = default_tracking_uri()
+    # Local workers start now and warm up while the studies are prepared; they read the specs
+    # once they are written (and are killed if preparing fails).
+    procs = [] if ray_address else [
+        spawn_worker("pipeline.sweeps.tune_worker", [str(i), "--stdin", tracking_uri], i, workers,
+                     cuda_device_count(), stdin=subprocess.PIPE) for i in range(workers)]
+    try:
+        opened = {t.id: open_storage(storage_url, t.id) for t in tunings}  # unreachable: fail before any record
+        tracker = Tracker(tracking_uri)
+        parents = {}
+        for tuning in tunings:
+            _open_studies(tuning, opened[tuning.id][0], tracker)
+            parents[tuning.id] = study_parent_runs(tracker, [f"tune:{tuning.id}"])[f"tune:{tuning.id}"]
+        common = {"storage": storage_url, "profile_name": profile_name, "profile": profile, "roots": roots,
+                  "runs_dir": runs_dir, "tracking_uri": tracker.tracking_uri}
+        specs = [_write_spec(Path(runs_dir) / "tune" / t.id / "spec.json",
+                             {"tuning": str(t.path), **common, "parent_run_id": parents[t.id]})
+                 for t in tunings]
+    except BaseException:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+        raise
     if ray_address:
         from pipeline.sweeps.ray_executor import run_tuning_workers_on_ray
 
         outcomes = run_tuning_workers_on_ray(ray_address, specs, workers)
     else:
-        devices = cuda_device_count()
-        procs = [spawn_worker("pipeline.sweeps.tune_worker", [str(i), *map(str, specs)], i, workers, devices)
-                 for i in range(workers)]
+        for proc in procs:  # every worker gets the specs before any is waited for
+            proc.stdin.write("".join(f"{spec}\n" for spec in specs).encode())
+            proc.stdin.close()
         for proc in procs:
             proc.wait()
         outcomes = [[read_outcome(spec_path, i) for spec_path in specs] for i in range(workers)]

@@ -1,4 +1,10 @@
-"""Worker process of tunings: `python -m pipeline.sweeps.tune_worker INDEX SPEC.json [SPEC.json ...]`.
+"""Worker process of tunings:
+
+    python -m pipeline.sweeps.tune_worker INDEX SPEC.json [SPEC.json ...]
+    python -m pipeline.sweeps.tune_worker INDEX --stdin [TRACKING_URI]  # what `vpr tune run` starts
+
+With `--stdin` it warms up (imports, the MLflow store) while the runner prepares the tunings, then
+reads the spec paths from stdin.
 
 For each tuning (spec) in order it loops over the tuning's optimizers, running one trial at a
 time until the optimizer's budget of finished (complete or pruned) trials is reached; a tuning's
@@ -145,5 +151,19 @@ def objective(trial, tuning: Tuning, optimizer: str, spec: dict, tracker: Tracke
     return best
 
 
+def serve(index: int, tracking_uri: str | None = None) -> int:
+    """`--stdin`: warm up (`warm_up`) while the runner prepares the tunings, then run the spec
+    paths it writes to stdin (one per line, until it closes stdin)."""
+    from pipeline.sweeps.warm_up import warm_up
+
+    warm_up(tracking_uri)
+    return main([line.strip() for line in sys.stdin if line.strip()], index)
+
+
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[2:], int(sys.argv[1])))
+    from pipeline.process_exit import run_entry_point
+
+    if sys.argv[2:3] == ["--stdin"]:
+        run_entry_point(serve, int(sys.argv[1]), *sys.argv[3:4])
+    else:
+        run_entry_point(main, sys.argv[2:], int(sys.argv[1]))

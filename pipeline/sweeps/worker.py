@@ -1,10 +1,11 @@
 """Worker process of a sweep: executes runs described by spec files (written by the runner).
 
-    python -m pipeline.sweeps.worker --serve     # long-lived: one spec path per stdin line
-    python -m pipeline.sweeps.worker SPEC.json   # one run, then exit
+    python -m pipeline.sweeps.worker --serve [TRACKING_URI]  # long-lived: a spec path per stdin line
+    python -m pipeline.sweeps.worker SPEC.json                # one run, then exit
 
-`--serve` is what `LocalExecutor` starts, one per slot: it imports torch and the pipeline once and
-runs run after run. For each run it sends its output (file descriptors 1 and 2, so also C-level
+`--serve` is what `LocalExecutor` starts, one per slot: it imports torch and the pipeline once
+(`warm_up`, opening the MLflow store at TRACKING_URI, before it reads a request) and runs run
+after run. For each run it sends its output (file descriptors 1 and 2, so also C-level
 messages) to `<run_dir>/worker.log`, and answers one line on its original stdout: the run's code.
 Codes (and exit status of a single run): 0 finished, 3 another process holds the run, 1 failed
 (recorded in MLflow).
@@ -103,13 +104,18 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point: `--serve` or one SPEC.json."""
     argv = sys.argv[1:] if argv is None else argv
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    if argv == ["--serve"]:
+    if argv[:1] == ["--serve"]:
         # The original stdout is the reply channel; anything printed between runs goes to stderr.
         replies = os.fdopen(os.dup(1), "w")
         os.dup2(2, 1)
+        from pipeline.sweeps.warm_up import warm_up
+
+        warm_up(argv[1] if len(argv) > 1 else None)  # before the first request: the runner is planning
         return serve(sys.stdin, replies)
     return run_one(argv[0])
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from pipeline.process_exit import run_entry_point
+
+    run_entry_point(main)
