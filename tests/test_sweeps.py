@@ -258,6 +258,20 @@ def test_a_dead_worker_fails_only_its_run_and_its_slot_gets_a_fresh_one(tmp_path
         executor.close()
 
 
+def test_prestarted_workers_never_handed_a_run_are_stopped_at_close(tmp_path):
+    # `vpr sweep run` starts its workers before planning; with nothing to run, closing must not
+    # wait for their warm-up (or leave them behind).
+    from pipeline.sweeps.executors import LocalExecutor
+
+    executor = LocalExecutor(2, f"sqlite:///{tmp_path / 'mlflow.db'}")
+    executor.start()
+    procs = [slot.proc for slot in executor._slots]
+    assert all(p is not None and p.poll() is None for p in procs)  # warming up
+    executor.close()
+    assert all(p.returncode is not None for p in procs)
+    assert all(p.returncode < 0 for p in procs)  # killed during warm-up, not left to finish it
+
+
 def test_workers_split_the_cores_or_take_one_gpu_each(monkeypatch):
     from pipeline.sweeps.processes import worker_env
 

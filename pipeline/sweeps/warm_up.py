@@ -8,18 +8,20 @@ and do that meanwhile, so the first run starts as fast as the later ones.
 
 from __future__ import annotations
 
+import importlib
+
+# What a run imports on first use (the best model's logging, losses and miners, backbones, the
+# trainer and its evaluation), loaded here once so that the first run finds them in sys.modules.
+WARM_MODULES = ("mlflow.pytorch", "pytorch_metric_learning.losses", "pytorch_metric_learning.miners",
+                "torchvision.models", "pipeline.evaluation.from_checkpoint", "pipeline.sweeps.execute",
+                "pipeline.training.trainer")
+
 
 def warm_up(tracking_uri: str | None = None) -> None:
     """Import the modules a run imports on first use and open the MLflow store at `tracking_uri`
     (MLflow keeps one store per URI in a process, so the runs reuse it)."""
-    import mlflow.pytorch  # noqa: F401  the best model's logging
-    import pytorch_metric_learning.losses  # noqa: F401
-    import pytorch_metric_learning.miners  # noqa: F401
-    import torchvision.models  # noqa: F401
-
-    import pipeline.evaluation.from_checkpoint  # noqa: F401
-    import pipeline.sweeps.execute  # noqa: F401
-    import pipeline.training.trainer  # noqa: F401
+    for module in WARM_MODULES:
+        importlib.import_module(module)
     from pipeline.sweeps.tracking import Tracker
 
     if tracking_uri:
