@@ -26,8 +26,8 @@ def exit_code(status: object) -> int:
     """The exit status `sys.exit(status)` would give (None: 0; a message: printed, 1)."""
     if status is None:
         return 0
-    if isinstance(status, int) and not isinstance(status, bool):
-        return status
+    if isinstance(status, int):  # bools too, as sys.exit treats them
+        return int(status)
     print(status, file=sys.stderr)
     return 1
 

@@ -268,7 +268,6 @@ def test_seed004_fig4_draws_methods_a_to_d(studies, tokyo_predictions, embedded_
     assert_images(files, min_png_bytes=30_000)
 
 
-
 def test_tuning_importances_rank_ties_by_name():
     # Two parameters of equal importance (a 2x2 grid often gives 0.5 each) are drawn in one order,
     # whatever order Optuna returned them in.

@@ -258,6 +258,22 @@ def test_a_dead_worker_fails_only_its_run_and_its_slot_gets_a_fresh_one(tmp_path
         executor.close()
 
 
+def test_weights_are_stored_in_bf16_only_when_every_evaluation_ran_in_bf16(tmp_path):
+    from pipeline.sweeps.mlflow_records import evaluated_precision
+
+    def record(path, precision):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"precision": precision}))
+
+    assert evaluated_precision(tmp_path) == "fp32"  # nothing recorded: kept as it is
+    record(tmp_path / "summary.json", "bf16")
+    record(tmp_path / "val_predictions" / "summary.json", "bf16")
+    record(tmp_path / "test" / "tokyo_xs" / "summary.json", "bf16")
+    assert evaluated_precision(tmp_path) == "bf16"
+    record(tmp_path / "test" / "sf_xs_test" / "summary.json", "fp32")  # tested on a CPU without bf16
+    assert evaluated_precision(tmp_path) == "fp32"
+
+
 def test_prestarted_workers_never_handed_a_run_are_stopped_at_close(tmp_path):
     # `vpr sweep run` starts its workers before planning; with nothing to run, closing must not
     # wait for their warm-up (or leave them behind).

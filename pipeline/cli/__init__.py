@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
-def run() -> None:
+def entry_point() -> None:
     """The `vpr` script: `main`, then a quick exit (`pipeline.process_exit`)."""
     from pipeline.process_exit import run_entry_point
 

@@ -1,5 +1,5 @@
 """`python -m pipeline.cli` = the `vpr` command."""
 
-from pipeline.cli import run
+from pipeline.cli import entry_point
 
-run()
+entry_point()

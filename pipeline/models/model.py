@@ -45,7 +45,7 @@ class VPRModel(nn.Module):
         # Unpickling a stored network (models.storage keeps bf16-evaluated runs' convolution and
         # linear weights in bf16): hand back an fp32 module, which runs with or without autocast.
         super().__setstate__(state)
-        self.float()
+        self._apply(lambda t: t.float() if t.dtype == torch.bfloat16 else t)
 
     def __repr__(self) -> str:
         # One line: the full module tree is a print(model.backbone) away.

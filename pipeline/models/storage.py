@@ -6,7 +6,9 @@ so no fp32 digit beyond bf16 of those tensors ever reaches a descriptor. A run e
 stores them in bf16: half the bytes (a ResNet-18 cut after layer3 is 11.1 MB in fp32, 5.6 MB so),
 and nothing the recorded recalls depend on is lost: bf16 -> fp32 is exact and autocast casts the
 fp32 values back to the very same bf16 ones, so the stored network gives the recorded descriptors
-bit for bit under bf16 autocast. What autocast computes in fp32 (BatchNorm, LayerNorm, GeM's p)
+bit for bit under bf16 autocast (evaluated in fp32 instead, it gives them within bf16 rounding).
+A run stores bf16 only when all its recorded evaluations ran in bf16
+(`mlflow_records.evaluated_precision`). What autocast computes in fp32 (BatchNorm, LayerNorm, GeM's p)
 stays fp32, and a run evaluated in fp32 stores fp32.
 
 `VPRModel.__setstate__` (models.model) converts a stored network back to fp32 when it is

@@ -111,10 +111,13 @@ def log_best_model(tracker: Tracker, run_id: str, checkpoint: str | Path, precis
 
 
 def evaluated_precision(run_dir: Path) -> str:
-    """The precision a run's evaluations computed in (its summary.json; fp32 when unrecorded, which
-    stores the weights as they are)."""
-    summary = run_dir / "summary.json"
-    return json.loads(summary.read_text()).get("precision", "fp32") if summary.exists() else "fp32"
+    """bf16 when every evaluation the run recorded computed in bf16 (training's, in summary.json;
+    validation's and each test's, in their summary.json), else fp32, which stores the weights as
+    they are (e.g. a run trained in bf16 and tested on a machine without it)."""
+    summaries = [run_dir / "summary.json", *run_dir.glob("val_predictions/summary.json"),
+                 *run_dir.glob("test/*/summary.json")]
+    found = [json.loads(p.read_text()).get("precision") for p in summaries if p.exists()]
+    return "bf16" if found and all(p == "bf16" for p in found) else "fp32"
 
 
 def model_from_run(run_id: str, tracking_uri: str | None = None, config_dir: str | Path | None = None):

@@ -139,12 +139,12 @@ def run_sweep(ctx: SweepContext, jobs: int = 1, test: bool = True, only_evaluate
     `plan_path`: record the plan executed (`pipeline.sweeps.plan.write_plan`) for the report.
     """
     ctx.jobs = check_jobs(jobs)
-    if executor is None:
-        executor = LocalExecutor(jobs, ctx.tracking_uri)
-        if not only_evaluate:  # training nearly always has work: the workers warm up while this plans
-            executor.start()
+    prestart = executor is None and not only_evaluate  # training nearly always has work
+    executor = executor or LocalExecutor(jobs, ctx.tracking_uri)
     outcomes: dict[str, str] = {}
     try:
+        if prestart:  # the workers warm up while this plans
+            executor.start()
         tracker = Tracker(ctx.tracking_uri, ctx.experiment)
         tracker.ensure_experiment()  # the experiment exists before a worker records a run in it
         if plan_path:

@@ -104,8 +104,11 @@ def run_tunings(paths: list[str | Path], workers: int = 1, storage_url: str | No
         outcomes = run_tuning_workers_on_ray(ray_address, specs, workers)
     else:
         for proc in procs:  # every worker gets the specs before any is waited for
-            proc.stdin.write("".join(f"{spec}\n" for spec in specs).encode())
-            proc.stdin.close()
+            try:
+                proc.stdin.write("".join(f"{spec}\n" for spec in specs).encode())
+                proc.stdin.close()
+            except BrokenPipeError:  # it died warming up: no outcome, reported as a failed worker below
+                pass
         for proc in procs:
             proc.wait()
         outcomes = [[read_outcome(spec_path, i) for spec_path in specs] for i in range(workers)]

@@ -9,6 +9,7 @@ and do that meanwhile, so the first run starts as fast as the later ones.
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 
 # What a run imports on first use (the best model's logging, losses and miners, backbones, the
 # trainer and its evaluation), loaded here once so that the first run finds them in sys.modules.
@@ -24,5 +25,13 @@ def warm_up(tracking_uri: str | None = None) -> None:
         importlib.import_module(module)
     from pipeline.sweeps.tracking import Tracker
 
-    if tracking_uri:
+    if tracking_uri and _store_exists(tracking_uri):
         Tracker(tracking_uri)  # under the store's init lock, like every other opening
+
+
+def _store_exists(tracking_uri: str) -> bool:
+    """False for a SQLite store not created yet: a worker killed while warming up must never be
+    the one half-way through creating its schema (the runner creates it)."""
+    if tracking_uri.startswith("sqlite:///"):
+        return Path(tracking_uri[len("sqlite:///"):]).is_file()
+    return True
