@@ -10,8 +10,11 @@ one, then measures on one core, in one run:
 - `cpu_ms_per_image`: our path's CPU work per training image (what a loader worker does with
   `data.image_cache` set and `data.augment.on: device`: read the pre-resized uint8 image, draw
   its ops, collate);
-- `device_augment_ms_per_image`: the batched RandAugment (`augment_batch`) on CPU tensors, the
-  cost the device pays (on a GPU it overlaps with nothing on the host);
+- `device_augment_ms_per_image`: the batched RandAugment (`augment_batch`) on the `--device`
+  (default: CPU tensors), the cost the device pays;
+- `cpu_ms_per_image_decode_on_device`: the worker's CPU work with `data.decode: device` (read the
+  JPEG bytes, draw the ops, collate), and `device_decode_resize_ms_per_image`: what the device then
+  pays per image to decode (nvjpeg on CUDA, libjpeg-turbo on the CPU) and resize the batch;
 - the components in between: PIL decode, PIL decode + resize, torchvision.io.decode_jpeg
   (libjpeg-turbo) + resize, the per-image reference augmentation on tensors, and the one-off
   cost of building the cache.
@@ -38,6 +41,7 @@ from torchvision.transforms import functional as F
 from pipeline.data.augment import AugmentConfig, sample_ops
 from pipeline.data.datasets import TrainPlacesDataset, collate_places, load_image
 from pipeline.data.device_augment import augment_batch
+from pipeline.data.device_decode import DeviceDecoder
 from pipeline.data.image_cache import ResizedImageCache
 from pipeline.data.synthetic import generate
 
@@ -67,6 +71,21 @@ def _turbo(path: Path) -> torch.Tensor:
     return F.resize(img, list(SIZE), InterpolationMode.BILINEAR, antialias=True)
 
 
+def _device_ms(fn: Callable[[], object], count: int, device: torch.device, repeat: int) -> float:
+    """Best of `repeat` calls of `fn` (after one warm-up) on `device`, in ms per image of `count`."""
+    fn()
+    best = float("inf")
+    for _ in range(repeat):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        best = min(best, time.perf_counter() - start)
+    return best / count * 1000
+
+
 def _data(args: argparse.Namespace) -> Path:
     if args.data:
         return Path(args.data)
@@ -92,7 +111,10 @@ def main() -> None:
     parser.add_argument("--data", default=None, help="embedded data root at 480x640 (default: generate)")
     parser.add_argument("--images", type=int, default=96, help="images timed per component")
     parser.add_argument("--repeat", type=int, default=3, help="passes per component (best is kept)")
+    parser.add_argument("--device", default="cpu", help="where the device-side work is timed (cpu, cuda)")
+    parser.add_argument("--device-batch", type=int, default=32, help="images per device-side batch")
     args = parser.parse_args()
+    device = torch.device(args.device)
     torch.set_num_threads(1)  # per core
     root = _data(args)
     paths = sorted((root / "gsv_xs" / "train").rglob("*.jpg"))[:args.images]
@@ -120,11 +142,22 @@ def main() -> None:
         TrainPlacesDataset(root / "gsv_xs", image_size=SIZE, augment=AugmentConfig(on="loader"),
                            image_cache=cache_dir), 1)
 
-    images, _, ops = collate_places([cached[(p % len(cached), 7 + p)] for p in range(8)])
+    places = max(1, args.device_batch // 4)
+    images, _, ops = collate_places([cached[(p % len(cached), 7 + p)] for p in range(places)])
+    images = images.to(device)
     cfg = AugmentConfig()
     ops = torch.stack([torch.from_numpy(sample_ops(7 + i, 0, cfg, SIZE)) for i in range(len(images))])
-    result["device_augment_ms_per_image"] = _per_image_ms(
-        lambda _: augment_batch(images, ops), [None], args.repeat) / len(images)
+    result["device"] = str(device) if device.type == "cpu" else torch.cuda.get_device_name(device)
+    result["device_augment_ms_per_image"] = _device_ms(lambda: augment_batch(images, ops), len(images),
+                                                       device, args.repeat)
+
+    encoded_set = TrainPlacesDataset(root / "gsv_xs", image_size=SIZE, augment=AugmentConfig(on="device"),
+                                     decode="device")
+    result["cpu_ms_per_image_decode_on_device"] = _items_ms(encoded_set, args.repeat)
+    encoded, _, _ = collate_places([encoded_set[(p % len(encoded_set), 7 + p)] for p in range(places)])
+    decoder = DeviceDecoder(SIZE, device)
+    result["device_decode_resize_ms_per_image"] = _device_ms(lambda: decoder(encoded), len(encoded),
+                                                             device, args.repeat)
     result["speedup_vs_reference"] = result["reference_ms_per_image"] / result["cpu_ms_per_image"]
     result["goal_met"] = bool(result["cpu_ms_per_image"] <= 0.8 and result["speedup_vs_reference"] >= 10)
     print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in result.items()}, indent=2))

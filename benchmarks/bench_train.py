@@ -1,9 +1,14 @@
 """Throughput benchmark: training images/s end-to-end vs model-only, and evaluation images/s.
 
-End-to-end = the real DataLoader (JPEG decode + resize on workers) feeding the real training step.
-Model-only = the same step on a uint8 batch already on the device, so the gap between the two is
-what data loading costs. Not a test: run it and copy the table into benchmarks/RESULTS.md.
+Model-only = the training step on a uint8 batch already on the device (with and without the
+device-side RandAugment of the GSV-Cities recipe). End-to-end = the trainer's data path feeding
+the same step, once per loader variant (`--loaders`): `jpeg` (workers decode and resize with PIL),
+`cache` (workers read `data.image_cache`, built first and not timed) and `device` (`data.decode:
+device`: workers read JPEG bytes, the device decodes, nvjpeg on CUDA). The gap between model-only and
+end-to-end is what data loading costs. Not a test: run it and copy the table into
+benchmarks/RESULTS.md (`--json FILE` also writes the figures).
 
+    vpr data synth --out data/bench --image-size 480x640
     python benchmarks/bench_train.py --data data/bench --image-size 320 --places 100 --k 4 \
         --aggregator mixvpr --workers 16 --steps 30
 """
@@ -11,18 +16,22 @@ what data loading costs. Not a test: run it and copy the table into benchmarks/R
 from __future__ import annotations
 
 import argparse
+import json
+import tempfile
 import time
 
 import torch
 from torch.utils.data import DataLoader
 
 from pipeline.config import load_config
+from pipeline.data.augment import AugmentConfig
 from pipeline.data.datasets import EvalDataset, PlaceBatchSampler, TrainPlacesDataset, collate_places
 from pipeline.evaluation import extract_descriptors
 from pipeline.components.losses import build_loss, build_miner
 from pipeline.components.optim import build_optimizer
 from pipeline.evaluation.device import resolve_channels_last, resolve_device, resolve_precision
 from pipeline.models import model_from_config
+from pipeline.data.device_augment import DeviceAugment
 from pipeline.training.trainer import make_train_step
 
 
@@ -43,6 +52,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model")
+    parser.add_argument("--loaders", default="jpeg,cache,device", help="end-to-end variants, comma-separated")
+    parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
     args = parser.parse_args()
 
     size = args.image_size
@@ -59,40 +70,48 @@ def main() -> None:
     loss_fn, miner = build_loss(cfg.loss).to(device), build_miner(cfg.miner)
     optimizer = build_optimizer(cfg.optimizer, [p for p in model.parameters() if p.requires_grad])
     net = torch.compile(model) if args.compile else model
-    step = make_train_step(net, loss_fn, miner, optimizer, device, precision, channels_last)
+    augment = DeviceAugment(AugmentConfig())  # the recipe's RandAugment, on the device
+    plain = make_train_step(net, loss_fn, miner, optimizer, device, precision, channels_last,
+                            image_size=(size, size))
+    step = make_train_step(net, loss_fn, miner, optimizer, device, precision, channels_last,
+                           augment=augment, image_size=(size, size))
     batch = args.places * args.k
     rows = []
 
-    # Model-only: a fixed uint8 batch already on the device.
+    # Model-only: a fixed uint8 batch already on the device (ops as the loader would draw them).
     images = torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8, device=device)
     labels = torch.arange(args.places, device=device).repeat_interleave(args.k)
-    for _ in range(args.warmup):
-        step(images, labels)
-    _sync(device)
-    t = time.perf_counter()
-    for _ in range(args.steps):
-        step(images, labels)
-    _sync(device)
-    model_only = batch * args.steps / (time.perf_counter() - t)
-    rows.append(("train, model only", model_only))
+    ops = _fixed_ops(cfg.data.train_root, size, args)
+    for label, fn, extra in (("train, model only", plain, ()),
+                             ("train, model only + device RandAugment", step, (ops,))):
+        for _ in range(args.warmup):
+            fn(images, labels, *extra)
+        _sync(device)
+        t = time.perf_counter()
+        for _ in range(args.steps):
+            fn(images, labels, *extra)
+        _sync(device)
+        rows.append((label, batch * args.steps / (time.perf_counter() - t)))
 
-    # End-to-end: JPEG files through the DataLoader.
-    ds = TrainPlacesDataset(cfg.data.train_root, args.k, 4, None, (size, size))
-    sampler = PlaceBatchSampler(len(ds), args.places, seed=0, batches_per_epoch=args.steps + args.warmup)
-    loader = DataLoader(ds, batch_sampler=sampler, collate_fn=collate_places, num_workers=args.workers,
-                        pin_memory=device.type == "cuda", persistent_workers=args.workers > 0,
-                        prefetch_factor=4 if args.workers > 0 else None)
-    it = iter(loader)
-    for _ in range(args.warmup):
-        step(*next(it))
-    _sync(device)
-    t = time.perf_counter()
-    n = 0
-    for images_cpu, labels_cpu in it:
-        step(images_cpu, labels_cpu)
-        n += images_cpu.shape[0]
-    _sync(device)
-    rows.append(("train, end to end (JPEG loader)", n / (time.perf_counter() - t)))
+    # End-to-end: the trainer's loader variants, RandAugment on the device.
+    for variant in [v for v in args.loaders.split(",") if v]:
+        ds = _train_set(cfg.data.train_root, size, args.k, variant)
+        sampler = PlaceBatchSampler(len(ds), args.places, seed=0, batches_per_epoch=args.steps + args.warmup)
+        loader = DataLoader(ds, batch_sampler=sampler, collate_fn=collate_places, num_workers=args.workers,
+                            pin_memory=device.type == "cuda", persistent_workers=args.workers > 0,
+                            prefetch_factor=4 if args.workers > 0 else None)
+        it = iter(loader)
+        for _ in range(args.warmup):
+            step(*next(it))
+        _sync(device)
+        t = time.perf_counter()
+        n = 0
+        for batch_images, batch_labels, batch_ops in it:
+            step(batch_images, batch_labels, batch_ops)
+            n += len(batch_images)
+        _sync(device)
+        rows.append((f"train, end to end ({LOADERS[variant]})", n / (time.perf_counter() - t)))
+        del it, loader
 
     # Evaluation: descriptor extraction over the val split.
     val = EvalDataset(cfg.data.val_root, (size, size))
@@ -111,6 +130,34 @@ def main() -> None:
     print("| measure | images/s |\n| --- | ---: |")
     for label, value in rows:
         print(f"| {label} | {value:,.0f} |")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"device": name, "image_size": size, "batch": [args.places, args.k],
+                       "aggregator": args.aggregator, "precision": precision, "workers": args.workers,
+                       "torch": torch.__version__, "images_per_s": dict(rows)}, f, indent=2)
+
+
+LOADERS = {"jpeg": "workers decode + resize JPEGs with PIL",
+           "cache": "workers read data.image_cache",
+           "device": "data.decode: device, workers read JPEG bytes"}
+
+
+def _train_set(root: str, size: int, k: int, variant: str) -> TrainPlacesDataset:
+    """The training set as the trainer builds it for one loader variant."""
+    if variant not in LOADERS:
+        raise SystemExit(f"--loaders: unknown variant '{variant}'; choose from {', '.join(LOADERS)}")
+    kwargs = {"augment": AugmentConfig()}
+    if variant == "cache":
+        kwargs["image_cache"] = tempfile.mkdtemp(prefix="bench-train-cache-")
+    if variant == "device":
+        kwargs["decode"] = "device"
+    return TrainPlacesDataset(root, k, 4, None, (size, size), **kwargs)
+
+
+def _fixed_ops(root: str, size: int, args: argparse.Namespace) -> torch.Tensor:
+    """One batch of augmentation ops as the loader draws them, for the model-only measurement."""
+    ds = TrainPlacesDataset(root, args.k, 4, None, (size, size), augment=AugmentConfig(), decode="device")
+    return torch.cat([ds[(p % len(ds), p)][2] for p in range(args.places)])
 
 
 if __name__ == "__main__":

@@ -73,6 +73,9 @@ NON_SEMANTIC_FIELDS: tuple[str, ...] = (
     "training.log_every",       # logging cadence
     "evaluation.batch_size",    # inference batching (eval mode: no batch statistics)
 )
+# Fields added after HASH_VERSION 1, left out of `config_hash` while at the value that reproduces
+# what runs computed before they existed, so adding them renamed no recorded run.
+OMITTED_AT_DEFAULT: dict[str, Any] = {"data.decode": "loader"}
 # Kept on purpose: seed, every size and count, cities, pretrained weights (a path, as the weights
 # file is the identity), precision ("auto" hashes as "auto", so CPU and GPU runs of one config
 # share a hash while an explicit fp32-vs-bf16 study gets two), recall_at, top_k, positive radius.
@@ -103,6 +106,19 @@ class DataConfig(_Section):
     num_workers: int = Field(4, ge=0)
     augment: AugmentConfig = Field(default_factory=AugmentConfig)  # training only (GSV-Cities RandAugment)
     image_cache: str | None = None  # folder of training images pre-resized to image_size (None: off)
+    # loader: workers decode and resize (PIL); device: workers read JPEG bytes, the training device
+    # decodes (nvjpeg on CUDA) and resizes. Training images only; evaluation decodes in the loader.
+    decode: Literal["loader", "device"] = "loader"
+
+    @model_validator(mode="after")
+    def _decode_needs_pixels_nowhere_else(self) -> DataConfig:
+        if self.decode == "device" and self.image_cache is not None:
+            raise ValueError("decode: 'device' reads JPEG bytes, but image_cache supplies decoded pixels; "
+                             "set image_cache: null or decode: loader")
+        if self.decode == "device" and self.augment.enabled and self.augment.on == "loader":
+            raise ValueError("decode: 'device' leaves no pixels in the loader for augment.on: loader; "
+                             "set augment.on: device or decode: loader")
+        return self
 
     @field_validator("test_roots")
     @classmethod
@@ -339,12 +355,13 @@ def semantic_dict(cfg: RunConfig | Mapping[str, Any]) -> dict[str, Any]:
     if not isinstance(cfg, RunConfig):
         cfg = config_from_dict(cfg)
     d = cfg.to_dict()
-    for dotted in NON_SEMANTIC_FIELDS:
+    for dotted in NON_SEMANTIC_FIELDS + tuple(OMITTED_AT_DEFAULT):
         *parents, leaf = dotted.split(".")
         node = d
         for part in parents:
             node = node[part]
-        node.pop(leaf)
+        if dotted in NON_SEMANTIC_FIELDS or node[leaf] == OMITTED_AT_DEFAULT[dotted]:
+            node.pop(leaf)
     sched = d["scheduler"]
     if sched["name"] == "cosine" and sched["T_max"] is None and sched["interval"] == "epoch":
         sched["T_max"] = d["training"]["epochs"]

@@ -26,6 +26,16 @@ def embedded_root(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def real_data(tmp_path_factory) -> Path:
+    """The embedded datasets at the real resolution (480x640 JPEGs, `real` scale; read-only)."""
+    from pipeline.data.synthetic import generate
+
+    out = tmp_path_factory.mktemp("real") / "data"
+    generate(out, seed=0, scale="real", image_size="480x640", progress=False)
+    return out
+
+
 @pytest.fixture
 def embedded_copy(embedded_root, tmp_path) -> Path:
     """A private copy of the embedded datasets that a test may corrupt."""

@@ -21,15 +21,6 @@ from pipeline.training.trainer import train
 PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
 
 
-@pytest.fixture(scope="module")
-def real_data(tmp_path_factory) -> Path:
-    from pipeline.data.synthetic import generate
-
-    out = tmp_path_factory.mktemp("real") / "data"
-    generate(out, seed=0, scale="real", image_size="480x640", progress=False)
-    return out
-
-
 @pytest.fixture
 def imagenet_cache(tmp_path, monkeypatch) -> dict:
     """A resnet18 state dict where torchvision keeps ImageNet weights, in a private TORCH_HOME."""

@@ -163,9 +163,12 @@ def test_bad_config_fails_before_training_naming_the_key(embedded_root, tmp_path
     assert not (tmp_path / "r").exists()
 
 
-def test_bf16_channels_last_trains_finite_and_resumes_exactly_on_cpu(embedded_root, tmp_path):
-    # The GPU settings (bf16 autocast, channels_last) run on the CPU too, so CI exercises their path.
-    gpu_path = ("training.precision=bf16", "training.channels_last=true", "model.aggregator.name=gem")
+@pytest.mark.parametrize("decode", ["loader", "device"])
+def test_bf16_channels_last_trains_finite_and_resumes_exactly_on_cpu(embedded_root, tmp_path, decode):
+    # The GPU settings (bf16 autocast, channels_last, JPEGs decoded where the model runs) run on
+    # the CPU too, so CI exercises their path.
+    gpu_path = ("training.precision=bf16", "training.channels_last=true", "model.aggregator.name=gem",
+                f"data.decode={decode}")
     two = load_config(None, tiny(embedded_root, *gpu_path, "training.epochs=2"))
     straight = train(two, out_dir=tmp_path / "straight", progress=False)
     history = json.loads((tmp_path / "straight" / "history.json").read_text())

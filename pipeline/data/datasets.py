@@ -19,6 +19,7 @@ from torch.utils.data import Dataset, Sampler
 
 from pipeline.data.augment import AugmentConfig, apply_ops, sample_ops
 from pipeline.data.decoded_cache import process_cache
+from pipeline.data.device_decode import EncodedImages, read_jpeg_bytes
 from pipeline.data.image_cache import ResizedImageCache
 from pipeline.data.index import EvalSplitIndex, index_eval_split, index_training_set
 from pipeline.errors import ConfigError, UserError
@@ -65,7 +66,8 @@ class TrainPlacesDataset(Dataset):
     def __init__(self, root: str | Path, images_per_place: int = 4, min_images_per_place: int = 4,
                  cities: Sequence[str] | None = None, image_size: tuple[int, int] = (320, 320),
                  interpolation: str = "bilinear", parameter: str = "data.train_root",
-                 augment: AugmentConfig | None = None, image_cache: str | Path | None = None) -> None:
+                 augment: AugmentConfig | None = None, image_cache: str | Path | None = None,
+                 decode: str = "loader") -> None:
         if images_per_place < 1:
             raise ConfigError(f"images_per_place must be >= 1, got {images_per_place}")
         manifest = index_training_set(root, parameter)
@@ -87,6 +89,13 @@ class TrainPlacesDataset(Dataset):
         self.image_size = tuple(image_size)
         self.interpolation = interpolation
         self.augment = augment if augment is not None and augment.enabled else None
+        if decode not in ("loader", "device"):
+            raise ConfigError(f"data.decode must be 'loader' or 'device', got {decode!r}")
+        if decode == "device" and (image_cache is not None or (self.augment and self.augment.on == "loader")):
+            raise ConfigError("data.decode=device decodes on the training device, so it cannot be "
+                              "combined with data.image_cache or data.augment.on=loader (both need "
+                              "pixels in the loader)")
+        self.decode = decode
         self.cache = None if image_cache is None else ResizedImageCache(
             image_cache, [p for paths in self.place_images for p in paths], self.image_size, interpolation)
 
@@ -97,31 +106,36 @@ class TrainPlacesDataset(Dataset):
     def num_images(self) -> int:
         return sum(len(v) for v in self.place_images)
 
-    def __getitem__(self, item: tuple[int, int] | int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """`(images, labels, ops)`: K uint8 views, their place label, and the augmentation ops still
-        to apply on the device, `(K, num_ops, 2)` (`(K, 0, 2)` when none are left)."""
+    def __getitem__(self, item: tuple[int, int] | int) -> tuple[torch.Tensor | EncodedImages, torch.Tensor,
+                                                                 torch.Tensor]:
+        """`(images, labels, ops)`: K uint8 views (or, with `decode="device"`, their JPEG bytes),
+        their place label, and the augmentation ops still to apply on the device, `(K, num_ops, 2)`
+        (`(K, 0, 2)` when none are left)."""
         place, draw_seed = item if isinstance(item, tuple) else (item, item)
         paths = self.place_images[place]
         rng = np.random.default_rng(draw_seed)
         chosen = rng.choice(len(paths), size=self.images_per_place, replace=False)
+        ops = torch.zeros((self.images_per_place, 0, 2), dtype=torch.float64)
+        if self.augment is not None:  # drawn for the training size, whichever side resizes
+            ops = torch.from_numpy(np.stack([sample_ops(draw_seed, k, self.augment, self.image_size)
+                                             for k in range(self.images_per_place)]))
+        labels = torch.full((self.images_per_place,), place, dtype=torch.long)
+        if self.decode == "device":
+            picked = [paths[i] for i in chosen]
+            return EncodedImages([read_jpeg_bytes(p) for p in picked], picked), labels, ops
         images = [self.cache.load(paths[i]) if self.cache is not None
                   else load_image(paths[i], self.image_size, self.interpolation) for i in chosen]
-        ops = torch.zeros((self.images_per_place, 0, 2), dtype=torch.float64)
-        if self.augment is not None:
-            size = tuple(images[0].shape[-2:])
-            ops = torch.from_numpy(np.stack([sample_ops(draw_seed, k, self.augment, size)
-                                             for k in range(self.images_per_place)]))
-            if self.augment.on == "loader":  # the per-image reference, here in the worker
-                images = [apply_ops(img, o.numpy()) for img, o in zip(images, ops)]
-                ops = ops[:, :0]
-        labels = torch.full((self.images_per_place,), place, dtype=torch.long)
+        if self.augment is not None and self.augment.on == "loader":  # the per-image reference
+            images = [apply_ops(img, o.numpy()) for img, o in zip(images, ops)]
+            ops = ops[:, :0]
         return torch.stack(images), labels, ops
 
     def __repr__(self) -> str:
         cities = sorted({c for c, _ in self.place_keys})
         return (f"TrainPlacesDataset({self.root}: {len(self)} places, {self.num_images} images, "
                 f"{len(cities)} cities, K={self.images_per_place}, size={self.image_size}, "
-                f"augment={self.augment.policy + ' on ' + self.augment.on if self.augment else 'none'})")
+                f"augment={self.augment.policy + ' on ' + self.augment.on if self.augment else 'none'}, "
+                f"decode on {self.decode})")
 
 
 class PlaceBatchSampler(Sampler[list[tuple[int, int]]]):
@@ -162,10 +176,13 @@ class PlaceBatchSampler(Sampler[list[tuple[int, int]]]):
             produced += 1
 
 
-def collate_places(batch: list[tuple[torch.Tensor, ...]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Stack P items of K images into a flat (P*K, C, H, W) batch with place labels and the
-    per-image augmentation ops left for the device (P*K, num_ops, 2)."""
-    return tuple(torch.cat([b[i] for b in batch]) for i in range(3))  # type: ignore[return-value]
+def collate_places(batch: list[tuple[torch.Tensor, ...]]) -> tuple[torch.Tensor | EncodedImages, torch.Tensor,
+                                                                   torch.Tensor]:
+    """Stack P items of K images into a flat (P*K, C, H, W) batch (or P*K JPEGs to decode on the
+    device) with place labels and the per-image augmentation ops left for the device (P*K, num_ops, 2)."""
+    images = [b[0] for b in batch]
+    flat = EncodedImages.concat(images) if isinstance(images[0], EncodedImages) else torch.cat(images)
+    return flat, torch.cat([b[1] for b in batch]), torch.cat([b[2] for b in batch])
 
 
 class EvalDataset(Dataset):

@@ -1,0 +1,106 @@
+"""`data.decode: device`: loader workers only read JPEG bytes; the training device decodes and resizes.
+
+Why: on a GPU node the loader cores, not the GPU, bound training at the real resolution (decoding a
+640x480 JPEG costs ~2 ms of CPU; benchmarks/RESULTS.md). `data.image_cache` removes that cost by
+storing pre-resized pixels (~300 KB per image on disk); this path removes it without the disk:
+workers read the compressed file (~90 KB, microseconds), and `torchvision.io.decode_jpeg` decodes
+the whole batch on the training device, with nvjpeg on CUDA and libjpeg-turbo on the CPU, one code
+path. Images are then resized on the device (bilinear, antialiased like PIL's when shrinking), so
+their pixels are close to, not identical with, the loader path's PIL resize (tests/test_device_decode.py
+states the tolerance), which is why `data.decode` is part of a run's identity.
+
+JPEG only: the real datasets (GSV-Cities, SF-XS, Tokyo-XS) and the embedded data are JPEG; any
+other file is refused in the worker with its name, as is a file nvjpeg or libjpeg cannot decode.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as nnf
+
+from pipeline.errors import UserError
+
+JPEG_MAGIC = b"\xff\xd8\xff"
+
+
+class ImageBytesError(UserError, OSError):
+    """An image file cannot be read as JPEG bytes, or its bytes do not decode; names the file."""
+
+
+@dataclass
+class EncodedImages:
+    """A batch of images still JPEG-compressed: one 1-D uint8 tensor of file bytes per image."""
+
+    data: list[torch.Tensor]
+    paths: list[str]
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    @staticmethod
+    def concat(parts: Sequence[EncodedImages]) -> EncodedImages:
+        """The images of several parts, in order (collating P places of K images)."""
+        return EncodedImages([d for p in parts for d in p.data], [s for p in parts for s in p.paths])
+
+
+def read_jpeg_bytes(path: str | Path) -> torch.Tensor:
+    """The bytes of a JPEG file as a 1-D uint8 tensor; ImageBytesError naming the file otherwise."""
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as err:
+        raise ImageBytesError(f"{path}: cannot read image ({err})") from None
+    if not raw.startswith(JPEG_MAGIC):
+        what = "an empty file" if not raw else "not a JPEG file"
+        raise ImageBytesError(f"{path}: {what}; data.decode=device decodes JPEG only, use "
+                              "data.decode=loader for other formats")
+    return torch.frombuffer(bytearray(raw), dtype=torch.uint8)
+
+
+def _decode(data: list[torch.Tensor], device: torch.device) -> list[torch.Tensor]:
+    from torchvision.io import ImageReadMode, decode_jpeg  # torchvision import kept off the worker path
+
+    with warnings.catch_warnings():  # torchvision >= 0.29 points to TorchCodec on every call; decode_jpeg still is its nvjpeg path
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return decode_jpeg(data, mode=ImageReadMode.RGB, device=device)
+
+
+class DeviceDecoder:
+    """Decode a batch of JPEG bytes on `device` and resize it to `size` (height, width), uint8 NCHW."""
+
+    def __init__(self, size: tuple[int, int], device: torch.device | str) -> None:
+        self.size = (int(size[0]), int(size[1]))
+        self.device = torch.device(device)
+
+    def __call__(self, batch: EncodedImages) -> torch.Tensor:
+        try:
+            images = _decode(batch.data, self.device)
+        except RuntimeError:
+            self._raise_for_broken_file(batch)
+            raise
+        out = torch.empty((len(images), 3, *self.size), dtype=torch.uint8, device=self.device)
+        by_shape: dict[tuple[int, ...], list[int]] = {}
+        for i, image in enumerate(images):  # shapes are host-side metadata: no device sync
+            by_shape.setdefault(tuple(image.shape), []).append(i)
+        for shape, members in by_shape.items():
+            stacked = torch.stack([images[i] for i in members])
+            index = torch.tensor(members, device=self.device)
+            out.index_copy_(0, index, self._resize(stacked) if shape[1:] != self.size else stacked)
+        return out
+
+    def _resize(self, x: torch.Tensor) -> torch.Tensor:
+        """Bilinear resize with antialiasing (as PIL's filter when shrinking), rounded to uint8."""
+        y = nnf.interpolate(x.float(), size=self.size, mode="bilinear", align_corners=False, antialias=True)
+        return y.round_().clamp_(0, 255).to(torch.uint8)
+
+    def _raise_for_broken_file(self, batch: EncodedImages) -> None:
+        """The batch failed to decode: find the first file that does not decode alone and name it."""
+        for data, path in zip(batch.data, batch.paths):
+            try:
+                _decode([data], self.device)
+            except RuntimeError as err:
+                raise ImageBytesError(f"{path}: cannot decode JPEG on {self.device} ({err})") from None
