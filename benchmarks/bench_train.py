@@ -115,11 +115,11 @@ def main() -> None:
 
     # Evaluation: descriptor extraction over the val split.
     val = EvalDataset(cfg.data.val_root, (size, size))
-    extract_descriptors(model, val, batch_size=256, device=device, num_workers=args.workers,
+    extract_descriptors(model, val, batch_size=cfg.evaluation.batch_size, device=device, num_workers=args.workers,
                         precision=precision, channels_last=channels_last, progress=False)
     _sync(device)
     t = time.perf_counter()
-    extract_descriptors(model, val, batch_size=256, device=device, num_workers=args.workers,
+    extract_descriptors(model, val, batch_size=cfg.evaluation.batch_size, device=device, num_workers=args.workers,
                         precision=precision, channels_last=channels_last, progress=False)
     _sync(device)
     rows.append(("evaluation, extraction (JPEG loader)", len(val) / (time.perf_counter() - t)))

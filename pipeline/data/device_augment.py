@@ -8,19 +8,34 @@ uint8, rounded or truncated as torchvision's tensor functions do, so the result 
 per-image reference `augment.apply_ops` (tests/test_augment.py states the tolerance).
 
 Which images take which op is decided from the ops tensor on the host (the loader produced it
-there), so the device never has to report back mid-batch.
+there), so the device never has to report back mid-batch. What the host sends (image indices,
+magnitudes, affine matrices: a few bytes per image) goes through pinned memory without blocking, so
+the host queues the whole policy without waiting for the GPU; the sampling grid is built on the
+device (measured on an H100, benchmarks/RESULTS.md: building it on the host and copying it cost
+more than the model's step).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
 import torch.nn.functional as nnf
 
 from pipeline.data.augment import AFFINE_OPS, OPS, AugmentConfig
+from pipeline.data.transforms import host_to_device
 
 _GREY = (0.2989, 0.587, 0.114)  # torchvision's rgb_to_grayscale weights
+
+
+@functools.lru_cache(maxsize=8)
+def _base_grid(h: int, w: int, device: torch.device) -> torch.Tensor:
+    """(1, H*W, 3) pixel centres in centred coordinates, with a 1 for the translation (torchvision's grid)."""
+    xs = torch.linspace(-w * 0.5 + 0.5, w * 0.5 - 0.5, w)
+    ys = torch.linspace(-h * 0.5 + 0.5, h * 0.5 - 0.5, h)
+    base = torch.stack([xs.expand(h, w), ys[:, None].expand(h, w), torch.ones(h, w)], dim=-1)
+    return base.view(1, h * w, 3).to(device)
 
 
 def _inverse_affine(angle: torch.Tensor, tx: torch.Tensor, ty: torch.Tensor, shear_x: torch.Tensor,
@@ -60,12 +75,9 @@ def _affine(x: torch.Tensor, ops: list[str], mags: torch.Tensor) -> torch.Tensor
     """Shear/translate/rotate of n images in one grid_sample (bilinear, zero fill, rounded)."""
     n, _, h, w = x.shape
     theta = _inverse_affine(*_affine_params(ops, mags, h, w)).to(torch.float32)
-    # torchvision's grid: pixel centres in centred coordinates, rescaled to [-1, 1]
-    xs = torch.linspace(-w * 0.5 + 0.5, w * 0.5 - 0.5, w)
-    ys = torch.linspace(-h * 0.5 + 0.5, h * 0.5 - 0.5, h)
-    base = torch.stack([xs.expand(h, w), ys[:, None].expand(h, w), torch.ones(h, w)], dim=-1)
-    scaled = theta.transpose(1, 2) / torch.tensor([0.5 * w, 0.5 * h])
-    grid = (base.view(1, h * w, 3) @ scaled).view(n, h, w, 2).to(x.device)
+    # torchvision's grid: pixel centres in centred coordinates, mapped, then rescaled to [-1, 1]
+    scaled = host_to_device(theta.transpose(1, 2) / torch.tensor([0.5 * w, 0.5 * h]), x.device)
+    grid = (_base_grid(h, w, x.device) @ scaled).view(n, h, w, 2)
     out = nnf.grid_sample(x.float(), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     return out.round_().clamp_(0, 255).to(torch.uint8)
 
@@ -122,7 +134,7 @@ def _equalize(x: torch.Tensor) -> torch.Tensor:
 
 def _colour(x: torch.Tensor, op: str, mags: torch.Tensor) -> torch.Tensor:
     """One colour op on n images, with a magnitude per image."""
-    m = mags.to(device=x.device, dtype=torch.float64).view(-1, 1, 1, 1)
+    m = host_to_device(mags.to(torch.float64), x.device).view(-1, 1, 1, 1)
     if op == "Brightness":
         return _blend(x, torch.zeros_like(x), 1.0 + m)
     if op == "Color":
@@ -134,8 +146,8 @@ def _colour(x: torch.Tensor, op: str, mags: torch.Tensor) -> torch.Tensor:
     if op == "Posterize":
         keep = (256 - 2 ** (8 - m.long())).to(torch.uint8)  # mask of the top `bits` bits
         return x & keep
-    if op == "Solarize":
-        return torch.where(x.double() >= m, 255 - x, x)
+    if op == "Solarize":  # x >= m for integer x is x >= ceil(m): exact without a float64 copy
+        return torch.where(x >= m.ceil().clamp(0, 256).to(torch.int16), 255 - x, x)
     if op == "AutoContrast":
         return _autocontrast(x)
     if op == "Equalize":
@@ -157,10 +169,11 @@ def augment_batch(images: torch.Tensor, ops: torch.Tensor) -> torch.Tensor:
         affine = [i for i, k in enumerate(kinds) if k in AFFINE_OPS]
         if affine:
             idx = torch.tensor(affine)
-            x[idx.to(x.device)] = _affine(x[idx.to(x.device)], [kinds[i] for i in affine], ops[idx, j, 1])
+            dev = host_to_device(idx, x.device)
+            x[dev] = _affine(x[dev], [kinds[i] for i in affine], ops[idx, j, 1])
         for op in sorted(set(kinds) - AFFINE_OPS - {"Identity"}):
             idx = torch.tensor([i for i, k in enumerate(kinds) if k == op])
-            dev = idx.to(x.device)
+            dev = host_to_device(idx, x.device)
             x[dev] = _colour(x[dev], op, ops[idx, j, 1])
     return x
 

@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as nnf
 
+from pipeline.data.transforms import host_to_device
 from pipeline.errors import UserError
 
 JPEG_MAGIC = b"\xff\xd8\xff"
@@ -88,7 +89,7 @@ class DeviceDecoder:
             by_shape.setdefault(tuple(image.shape), []).append(i)
         for shape, members in by_shape.items():
             stacked = torch.stack([images[i] for i in members])
-            index = torch.tensor(members, device=self.device)
+            index = host_to_device(torch.tensor(members), self.device)
             out.index_copy_(0, index, self._resize(stacked) if shape[1:] != self.size else stacked)
         return out
 
