@@ -32,6 +32,7 @@ from pipeline.components.optim import build_optimizer
 from pipeline.evaluation.device import resolve_channels_last, resolve_device, resolve_precision
 from pipeline.models import model_from_config
 from pipeline.data.device_augment import DeviceAugment
+from pipeline.data.device_decode import DeviceDecoder, decoded_batches
 from pipeline.training.trainer import make_train_step
 
 
@@ -71,10 +72,8 @@ def main() -> None:
     optimizer = build_optimizer(cfg.optimizer, [p for p in model.parameters() if p.requires_grad])
     net = torch.compile(model) if args.compile else model
     augment = DeviceAugment(AugmentConfig())  # the recipe's RandAugment, on the device
-    plain = make_train_step(net, loss_fn, miner, optimizer, device, precision, channels_last,
-                            image_size=(size, size))
-    step = make_train_step(net, loss_fn, miner, optimizer, device, precision, channels_last,
-                           augment=augment, image_size=(size, size))
+    plain = make_train_step(net, loss_fn, miner, optimizer, device, precision, channels_last)
+    step = make_train_step(net, loss_fn, miner, optimizer, device, precision, channels_last, augment=augment)
     batch = args.places * args.k
     rows = []
 
@@ -100,7 +99,7 @@ def main() -> None:
         loader = DataLoader(ds, batch_sampler=sampler, collate_fn=collate_places, num_workers=args.workers,
                             pin_memory=device.type == "cuda", persistent_workers=args.workers > 0,
                             prefetch_factor=4 if args.workers > 0 else None)
-        it = iter(loader)
+        it = iter(loader) if variant != "device" else decoded_batches(loader, DeviceDecoder((size, size), device))
         for _ in range(args.warmup):
             step(*next(it))
         _sync(device)

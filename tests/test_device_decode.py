@@ -106,3 +106,39 @@ def test_decode_on_device_is_a_new_identity_and_the_default_renames_no_run():
     assert semantic_dict(device)["data"]["decode"] == "device"
     assert config_hash(device) != config_hash(default)
     assert config_hash({"data": {"decode": "loader"}}) == config_hash(default)
+
+
+def _batches(paths: list[Path], per_batch: int) -> list[tuple[EncodedImages, torch.Tensor]]:
+    return [(_encoded(paths[i:i + per_batch]), torch.full((per_batch,), i)) for i in range(0, len(paths), per_batch)]
+
+
+def test_batches_decoded_ahead_arrive_in_order_with_their_labels(real_data):
+    from pipeline.data.device_decode import decoded_batches
+
+    paths = _train_jpegs(real_data, 12)
+    decoder = DeviceDecoder(SIZE, "cpu")
+    got = list(decoded_batches(_batches(paths, 4), decoder, depth=2))
+    assert [int(labels[0]) for _, labels in got] == [0, 4, 8]
+    for (images, _), start in zip(got, (0, 4, 8)):
+        assert torch.equal(images, decoder(_encoded(paths[start:start + 4])))
+
+
+def test_a_decoding_error_reaches_the_consumer_and_stopping_early_ends_the_thread(real_data, tmp_path):
+    import threading
+
+    from pipeline.data.device_decode import decoded_batches
+
+    paths = _train_jpegs(real_data, 8)
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(paths[0].read_bytes()[:2000])
+    batches = _batches(paths[:4] + [broken] + paths[5:8], 4)
+    stream = decoded_batches(batches, DeviceDecoder(SIZE, "cpu"))
+    first, _ = next(stream)
+    assert first.shape == (4, 3, *SIZE)
+    with pytest.raises(ImageBytesError, match=r"broken\.jpg"):
+        next(stream)
+
+    stream = decoded_batches(_batches(paths, 2), DeviceDecoder(SIZE, "cpu"), depth=1)
+    next(stream)
+    stream.close()  # what a `break` out of the training loop does
+    assert not [t for t in threading.enumerate() if t.name == "jpeg-decode"]

@@ -25,7 +25,7 @@ from pipeline.config import RunConfig, config_hash, dump_config
 from pipeline.data.catalog import VALIDATION, recall_metric
 from pipeline.data.datasets import EvalDataset, PlaceBatchSampler, TrainPlacesDataset, collate_places
 from pipeline.data.device_augment import DeviceAugment
-from pipeline.data.device_decode import DeviceDecoder, EncodedImages
+from pipeline.data.device_decode import DeviceDecoder, decoded_batches
 from pipeline.data.transforms import normalize
 from pipeline.errors import UserError
 from pipeline.evaluation import evaluate
@@ -187,22 +187,13 @@ def _run_epochs(ctx: _Context, state: TrainState, model, loader, sampler, val_se
 
 def make_train_step(model, loss_fn, miner, optimizer, device: torch.device, precision: str,
                     channels_last: bool, max_grad_norm: float | None = None,
-                    augment: Callable | None = None,
-                    image_size: tuple[int, int] | None = None) -> Callable[..., torch.Tensor]:
-    """One optimisation step on a uint8 batch: copy (or decode JPEG bytes to `image_size`) and
-    normalise on the device, forward (bf16 autocast when asked), mine, loss, backward, step.
-    Returns the detached loss without reading it back."""
+                    augment: Callable | None = None) -> Callable[..., torch.Tensor]:
+    """One optimisation step on a uint8 batch: copy and normalise on the device, forward (bf16
+    autocast when asked), mine, loss, backward, step. Returns the detached loss without reading it back."""
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
-    decode = DeviceDecoder(image_size, device) if image_size is not None else None
 
-    def step(images: torch.Tensor | EncodedImages, labels: torch.Tensor,
-             ops: torch.Tensor | None = None) -> torch.Tensor:
-        if isinstance(images, EncodedImages):  # data.decode=device
-            if decode is None:
-                raise ValueError("a batch of JPEG bytes needs make_train_step(..., image_size=...)")
-            x = decode(images)
-        else:
-            x = images.to(device, non_blocking=True)
+    def step(images: torch.Tensor, labels: torch.Tensor, ops: torch.Tensor | None = None) -> torch.Tensor:
+        x = images.to(device, non_blocking=True)
         x = normalize(augment(x, ops) if augment is not None else x)  # data.augment on the device
         labels = labels.to(device, non_blocking=True)
         if channels_last:
@@ -236,9 +227,10 @@ def _train_one_epoch(ctx: _Context, epoch: int, model, loader, loss_fn, miner, o
     bar = tqdm(loader, desc=f"epoch {epoch}", unit="batch", disable=not ctx.progress, leave=False)
     start = time.perf_counter()
     step = make_train_step(model, loss_fn, miner, optimizer, device, ctx.precision, ctx.channels_last,
-                           cfg.training.max_grad_norm, DeviceAugment(cfg.data.augment),
-                           tuple(cfg.data.image_size))
-    for images, labels, ops in bar:
+                           cfg.training.max_grad_norm, DeviceAugment(cfg.data.augment))
+    batches = bar if cfg.data.decode == "loader" else decoded_batches(  # data.decode=device
+        bar, DeviceDecoder(tuple(cfg.data.image_size), device))
+    for images, labels, ops in batches:
         ctx.lr_log.record(scheduler.batch_steps, epoch, scheduler.current_lr())
         loss_sum += step(images, labels, ops)
         scheduler.step_batch()
