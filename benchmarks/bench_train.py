@@ -99,7 +99,8 @@ def main() -> None:
         loader = DataLoader(ds, batch_sampler=sampler, collate_fn=collate_places, num_workers=args.workers,
                             pin_memory=device.type == "cuda", persistent_workers=args.workers > 0,
                             prefetch_factor=4 if args.workers > 0 else None)
-        it = iter(loader) if variant != "device" else decoded_batches(loader, DeviceDecoder((size, size), device))
+        it = iter(loader) if not variant.startswith("device") else decoded_batches(
+            loader, DeviceDecoder((size, size), device), depth=0 if variant == "device-inline" else 2)
         for _ in range(args.warmup):
             step(*next(it))
         _sync(device)
@@ -138,7 +139,8 @@ def main() -> None:
 
 LOADERS = {"jpeg": "workers decode + resize JPEGs with PIL",
            "cache": "workers read data.image_cache",
-           "device": "data.decode: device, workers read JPEG bytes"}
+           "device": "data.decode: device, workers read JPEG bytes",
+           "device-inline": "data.decode: device, decoded in line, not ahead"}
 
 
 def _train_set(root: str, size: int, k: int, variant: str) -> TrainPlacesDataset:
@@ -148,7 +150,7 @@ def _train_set(root: str, size: int, k: int, variant: str) -> TrainPlacesDataset
     kwargs = {"augment": AugmentConfig()}
     if variant == "cache":
         kwargs["image_cache"] = tempfile.mkdtemp(prefix="bench-train-cache-")
-    if variant == "device":
+    if variant.startswith("device"):
         kwargs["decode"] = "device"
     return TrainPlacesDataset(root, k, 4, None, (size, size), **kwargs)
 

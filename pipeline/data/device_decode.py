@@ -130,6 +130,10 @@ def decoded_batches(loader: Iterable, decoder: DeviceDecoder, depth: int = 2) ->
     device, not on the host. Batches that already hold pixels pass through unchanged. An error in
     the loader or the decoder is raised here, in the consumer; stopping early stops the thread.
     """
+    if depth == 0:  # in line: decode each batch when it is needed
+        for images, *rest in loader:
+            yield (decoder(images) if isinstance(images, EncodedImages) else images, *rest)
+        return
     device = decoder.device
     side = torch.cuda.Stream(device) if device.type == "cuda" else None
     ready: queue.Queue = queue.Queue(maxsize=depth)
