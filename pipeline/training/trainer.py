@@ -145,6 +145,17 @@ class _Context:
     out: Path
     progress: bool
     lr_log: LRLog
+    _compiled: Any = None
+
+    def compiled(self, model: torch.nn.Module) -> torch.nn.Module:
+        """The module the training step calls: `model` itself, or with `training.compile` one
+        torch.compile wrapper made once per run (it shares the parameters; checkpoints and
+        evaluation keep using `model`, so their keys and results do not depend on the setting)."""
+        if not self.cfg.training.compile:
+            return model
+        if self._compiled is None:
+            self._compiled = torch.compile(model)
+        return self._compiled
 
 
 def _run_epochs(ctx: _Context, state: TrainState, model, loader, sampler, val_set, loss_fn, miner,
@@ -226,8 +237,8 @@ def _train_one_epoch(ctx: _Context, epoch: int, model, loader, loss_fn, miner, o
     steps, images_seen = 0, 0
     bar = tqdm(loader, desc=f"epoch {epoch}", unit="batch", disable=not ctx.progress, leave=False)
     start = time.perf_counter()
-    step = make_train_step(model, loss_fn, miner, optimizer, device, ctx.precision, ctx.channels_last,
-                           cfg.training.max_grad_norm, DeviceAugment(cfg.data.augment))
+    step = make_train_step(ctx.compiled(model), loss_fn, miner, optimizer, device, ctx.precision,
+                           ctx.channels_last, cfg.training.max_grad_norm, DeviceAugment(cfg.data.augment))
     batches = bar if cfg.data.decode == "loader" else decoded_batches(  # data.decode=device
         bar, DeviceDecoder(tuple(cfg.data.image_size), device))
     for images, labels, ops in batches:
