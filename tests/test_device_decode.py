@@ -142,3 +142,24 @@ def test_a_decoding_error_reaches_the_consumer_and_stopping_early_ends_the_threa
     next(stream)
     stream.close()  # what a `break` out of the training loop does
     assert not [t for t in threading.enumerate() if t.name == "jpeg-decode"]
+
+
+def test_vpr_train_names_a_file_that_is_not_a_jpeg_in_one_line(embedded_copy, tmp_path, capsys):
+    from pipeline.cli import main
+
+    city = sorted((embedded_copy / "gsv_xs" / "train").iterdir())[0]
+    for path in city.glob("*.jpg"):  # PNG bytes under .jpg names: every place of the city
+        with Image.open(path) as img:
+            img.load()
+            img.save(path, format="PNG")
+    code = main(["train", "--set", f"data.train_root={embedded_copy}/gsv_xs",
+                 "--set", f"data.val_root={embedded_copy}/sf_xs/val", "--set", "data.decode=device",
+                 "--set", "data.image_size=[32,32]", "--set", "evaluation.resize=[32,32]",
+                 "--set", "model.pretrained=none", "--set", "training.places_per_batch=100",
+                 "--set", "training.batches_per_epoch=4", "--set", "data.num_workers=1",
+                 "--set", "training.device=cpu", "--set", "training.epochs=1",
+                 "--out", str(tmp_path / "run"), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("vpr: error: ") and err.count("\n") == 1 and "Traceback" not in err, err
+    assert f"{city.name}/" in err and "not a JPEG file" in err and "data.decode=loader" in err

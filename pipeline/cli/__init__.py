@@ -31,8 +31,20 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except UserError as err:
-        print(f"vpr: error: {err}", file=sys.stderr)
+        print(f"vpr: error: {user_message(err)}", file=sys.stderr)
         return 2
+
+
+def user_message(err: BaseException) -> str:
+    """The error's own message. An error raised in a DataLoader worker comes back with the worker's
+    traceback prepended ("Caught ... in DataLoader worker process 0. Original Traceback ..."):
+    keep only what the original exception said."""
+    text = str(err)
+    if "Original Traceback" not in text:
+        return text
+    prefix = f"{type(err).__module__}.{type(err).__qualname__}: "
+    start = text.rfind("\n" + prefix)
+    return text[start + 1 + len(prefix):].strip() if start >= 0 else text
 
 
 def entry_point() -> None:
