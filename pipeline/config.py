@@ -54,6 +54,7 @@ from pipeline.models.backbones import BACKBONES, check_crop, check_freeze
 
 __all__ = [
     "AGGREGATORS", "ConfigError", "DataConfig", "EvaluationConfig", "ModelConfig", "NON_SEMANTIC_FIELDS",
+    "OMITTED_AT_DEFAULT",
     "RunConfig", "TrainingConfig", "config_from_dict", "config_from_layers", "config_hash", "default_dict",
     "dump_config", "load_config", "nest_dotted", "semantic_dict",
 ]
@@ -117,8 +118,8 @@ class DataConfig(_Section):
             raise ValueError("decode: 'device' reads JPEG bytes, but image_cache supplies decoded pixels; "
                              "set image_cache: null or decode: loader")
         if self.decode == "device" and self.augment.enabled and self.augment.on == "loader":
-            raise ValueError("decode: 'device' leaves no pixels in the loader for augment.on: loader; "
-                             "set augment.on: device or decode: loader")
+            raise ValueError("decode: 'device' leaves no pixels in the loader for data.augment.on: loader; "
+                             "set data.augment.on: device or data.decode: loader")
         return self
 
     @field_validator("test_roots")
@@ -354,8 +355,8 @@ def _canonical(value: Any) -> Any:
 
 
 def semantic_dict(cfg: RunConfig | Mapping[str, Any]) -> dict[str, Any]:
-    """The part of the resolved config that defines the run: NON_SEMANTIC_FIELDS removed,
-    derived defaults made explicit (cosine T_max = epochs, cyclic base_lr = optimizer lr)."""
+    """The part of the resolved config that defines the run: NON_SEMANTIC_FIELDS removed, as are
+    OMITTED_AT_DEFAULT fields at their default, derived defaults made explicit (cosine T_max = epochs, cyclic base_lr = optimizer lr)."""
     if not isinstance(cfg, RunConfig):
         cfg = config_from_dict(cfg)
     d = cfg.to_dict()

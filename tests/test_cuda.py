@@ -14,7 +14,7 @@ from pipeline.config import load_config
 from pipeline.data.augment import AugmentConfig, sample_ops
 from pipeline.data.datasets import load_image
 from pipeline.data.device_augment import augment_batch
-from pipeline.data.device_decode import DeviceDecoder, EncodedImages, read_jpeg_bytes
+from pipeline.data.device_decode import DeviceDecoder, EncodedImages, decoded_batches
 from pipeline.training.trainer import train
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
@@ -28,7 +28,7 @@ def _paths(root, count):
 
 def test_nvjpeg_decodes_the_pixels_libjpeg_decodes_within_a_few_levels(real_data):
     paths = _paths(real_data, 32)
-    batch = EncodedImages([read_jpeg_bytes(p) for p in paths], [str(p) for p in paths])
+    batch = EncodedImages.read(paths)
     gpu = DeviceDecoder(SIZE, "cuda")(batch)
     assert gpu.device.type == "cuda" and gpu.dtype == torch.uint8 and gpu.shape == (32, 3, *SIZE)
     reference = torch.stack([load_image(p, SIZE) for p in paths])
@@ -63,3 +63,23 @@ def test_a_bf16_channels_last_run_with_nvjpeg_trains_on_the_gpu(real_data, tmp_p
     history = json.loads((tmp_path / "run" / "history.json").read_text())
     assert len(history) == 2 and all(math.isfinite(h["train_loss"]) for h in history)
     assert all(0 <= h["val_recall_at_1"] <= 100 for h in history)
+
+
+def test_decoding_batch_after_batch_never_overwrites_the_last_one(real_data):
+    # nvjpeg writes on a stream of its own: with kernels still queued on ours (the GPU busy with
+    # a training step), the next decode must not reuse memory the last batch still reads.
+    paths = _paths(real_data, 32)
+    decoder = DeviceDecoder(SIZE, "cuda")
+    batches = [EncodedImages.read(paths[i:i + 8]) for i in range(0, 32, 8)]
+    expected = [decoder(b).cpu() for b in batches]
+    for _ in range(10):
+        got = []
+        for batch in batches:
+            torch.cuda._sleep(2_000_000)  # keep the stream busy, as a training step does
+            got.append(decoder(batch))
+        assert all(torch.equal(g.cpu(), e) for g, e in zip(got, expected))
+    ahead = []
+    for images, _ in decoded_batches([(b, None) for b in batches * 5], decoder, depth=2):
+        torch.cuda._sleep(2_000_000)  # the consumer's stream busy while the next batch decodes
+        ahead.append(images)
+    assert all(torch.equal(a.cpu(), expected[i % 4]) for i, a in enumerate(ahead))

@@ -6,6 +6,9 @@ where a GPU is present. The loader path (PIL decode + resize in the worker) is t
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -25,7 +28,7 @@ def _train_jpegs(root: Path, count: int) -> list[Path]:
 
 
 def _encoded(paths: list[Path]) -> EncodedImages:
-    return EncodedImages([read_jpeg_bytes(p) for p in paths], [str(p) for p in paths])
+    return EncodedImages.read(paths)
 
 
 def test_decoded_on_the_device_the_pixels_are_the_loaders_within_one_level(real_data):
@@ -163,3 +166,25 @@ def test_vpr_train_names_a_file_that_is_not_a_jpeg_in_one_line(embedded_copy, tm
     assert code == 2
     assert err.startswith("vpr: error: ") and err.count("\n") == 1 and "Traceback" not in err, err
     assert f"{city.name}/" in err and "not a JPEG file" in err and "data.decode=loader" in err
+
+
+def test_a_full_size_batch_of_jpegs_leaves_the_workers_within_a_small_file_limit(embedded_root, tmp_path):
+    # A batch crosses from a worker as one shared-memory block: at P x K = 100 x 4 with 2 workers
+    # prefetching 4 batches each, a tensor per image would need over 1,000 file descriptors.
+    script = tmp_path / "load.py"
+    script.write_text(f"""
+import resource, sys
+from torch.utils.data import DataLoader
+from pipeline.data.augment import AugmentConfig
+from pipeline.data.datasets import PlaceBatchSampler, TrainPlacesDataset, collate_places
+resource.setrlimit(resource.RLIMIT_NOFILE, (256, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+ds = TrainPlacesDataset("{embedded_root}/gsv_xs", 4, 4, image_size=(32, 32), augment=AugmentConfig(), decode="device")
+sampler = PlaceBatchSampler(len(ds), 100, seed=0, batches_per_epoch=12)
+loader = DataLoader(ds, batch_sampler=sampler, collate_fn=collate_places, num_workers=2, prefetch_factor=4,
+                    persistent_workers=True)
+print(sum(len(images) for images, _, _ in loader))
+""")
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split()[-1] == str(12 * 100 * 4)

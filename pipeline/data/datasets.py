@@ -19,7 +19,7 @@ from torch.utils.data import Dataset, Sampler
 
 from pipeline.data.augment import AugmentConfig, apply_ops, sample_ops
 from pipeline.data.decoded_cache import process_cache
-from pipeline.data.device_decode import EncodedImages, read_jpeg_bytes
+from pipeline.data.device_decode import EncodedImages
 from pipeline.data.image_cache import ResizedImageCache
 from pipeline.data.index import EvalSplitIndex, index_eval_split, index_training_set
 from pipeline.errors import ConfigError, UserError
@@ -121,8 +121,7 @@ class TrainPlacesDataset(Dataset):
                                              for k in range(self.images_per_place)]))
         labels = torch.full((self.images_per_place,), place, dtype=torch.long)
         if self.decode == "device":
-            picked = [paths[i] for i in chosen]
-            return EncodedImages([read_jpeg_bytes(p) for p in picked], picked), labels, ops
+            return EncodedImages.read([paths[i] for i in chosen]), labels, ops
         images = [self.cache.load(paths[i]) if self.cache is not None
                   else load_image(paths[i], self.image_size, self.interpolation) for i in chosen]
         if self.augment is not None and self.augment.on == "loader":  # the per-image reference

@@ -42,22 +42,38 @@ class ImageBytesError(UserError, OSError):
 
 @dataclass
 class EncodedImages:
-    """A batch of images still JPEG-compressed: one 1-D uint8 tensor of file bytes per image."""
+    """A batch of images still JPEG-compressed: the files' bytes back to back in one 1-D uint8
+    tensor, so a batch leaves a loader worker as one shared-memory block (one file descriptor;
+    a tensor per image would hold P x K of them per batch in flight)."""
 
-    data: list[torch.Tensor]
+    blob: torch.Tensor
+    lengths: list[int]
     paths: list[str]
 
     def __len__(self) -> int:
-        return len(self.data)
+        return len(self.lengths)
+
+    @property
+    def data(self) -> list[torch.Tensor]:
+        """One 1-D uint8 view per image (what `decode_jpeg` takes)."""
+        return list(torch.split(self.blob, self.lengths))
+
+    @staticmethod
+    def read(paths: Sequence[str | Path]) -> EncodedImages:
+        """The JPEG files' bytes (ImageBytesError naming a file that is not a readable JPEG)."""
+        raws = [read_jpeg_bytes(p) for p in paths]
+        return EncodedImages(torch.frombuffer(bytearray(b"".join(raws)), dtype=torch.uint8),
+                             [len(r) for r in raws], [str(p) for p in paths])
 
     @staticmethod
     def concat(parts: Sequence[EncodedImages]) -> EncodedImages:
         """The images of several parts, in order (collating P places of K images)."""
-        return EncodedImages([d for p in parts for d in p.data], [s for p in parts for s in p.paths])
+        return EncodedImages(torch.cat([p.blob for p in parts]), [n for p in parts for n in p.lengths],
+                             [s for p in parts for s in p.paths])
 
 
-def read_jpeg_bytes(path: str | Path) -> torch.Tensor:
-    """The bytes of a JPEG file as a 1-D uint8 tensor; ImageBytesError naming the file otherwise."""
+def read_jpeg_bytes(path: str | Path) -> bytes:
+    """The bytes of a JPEG file; ImageBytesError naming the file otherwise."""
     try:
         raw = Path(path).read_bytes()
     except OSError as err:
@@ -66,7 +82,7 @@ def read_jpeg_bytes(path: str | Path) -> torch.Tensor:
         what = "an empty file" if not raw else "not a JPEG file"
         raise ImageBytesError(f"{path}: {what}; data.decode=device decodes JPEG only, use "
                               "data.decode=loader for other formats")
-    return torch.frombuffer(bytearray(raw), dtype=torch.uint8)
+    return raw
 
 
 def _decode(data: list[torch.Tensor], device: torch.device) -> list[torch.Tensor]:
@@ -85,6 +101,12 @@ class DeviceDecoder:
         self.device = torch.device(device)
 
     def __call__(self, batch: EncodedImages) -> torch.Tensor:
+        if self.device.type == "cuda":
+            # torchvision's nvjpeg decode writes its outputs on a stream of its own that does not
+            # wait for ours: memory freed by our queued kernels (the last batch's decoded images)
+            # could be overwritten before they ran. Waiting for this stream first closes that
+            # window; in `decoded_batches` it is the side stream, so training does not wait.
+            torch.cuda.current_stream(self.device).synchronize()
         try:
             images = _decode(batch.data, self.device)
         except RuntimeError:

@@ -6,6 +6,7 @@ Read top to bottom: `train` builds everything from the config, then `_run_epochs
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -233,14 +234,22 @@ def _train_one_epoch(ctx: _Context, epoch: int, model, loader, loss_fn, miner, o
     """
     model.train()
     device, cfg = ctx.device, ctx.cfg
-    loss_sum = torch.zeros((), device=device)
-    steps, images_seen = 0, 0
     bar = tqdm(loader, desc=f"epoch {epoch}", unit="batch", disable=not ctx.progress, leave=False)
-    start = time.perf_counter()
     step = make_train_step(ctx.compiled(model), loss_fn, miner, optimizer, device, ctx.precision,
                            ctx.channels_last, cfg.training.max_grad_norm, DeviceAugment(cfg.data.augment))
     batches = bar if cfg.data.decode == "loader" else decoded_batches(  # data.decode=device
         bar, DeviceDecoder(tuple(cfg.data.image_size), device))
+    # Closing the decoding generator stops its thread also when a step raises.
+    with contextlib.closing(batches) if batches is not bar else contextlib.nullcontext():
+        return _train_batches(ctx, epoch, batches, bar, step, scheduler)
+
+
+def _train_batches(ctx: _Context, epoch: int, batches, bar, step, scheduler) -> tuple[float, int]:
+    """The steps of one epoch; see `_train_one_epoch`."""
+    device, cfg = ctx.device, ctx.cfg
+    loss_sum = torch.zeros((), device=device)
+    steps, images_seen = 0, 0
+    start = time.perf_counter()
     for images, labels, ops in batches:
         ctx.lr_log.record(scheduler.batch_steps, epoch, scheduler.current_lr())
         loss_sum += step(images, labels, ops)
