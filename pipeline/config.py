@@ -34,6 +34,7 @@ from pydantic import (
 )
 
 from pipeline.data.augment import AugmentConfig
+from pipeline.data.device_decode import decode_setting_problem
 from pipeline.errors import (
     ConfigError,
     format_validation_error,
@@ -114,12 +115,10 @@ class DataConfig(_Section):
 
     @model_validator(mode="after")
     def _decode_needs_pixels_nowhere_else(self) -> DataConfig:
-        if self.decode == "device" and self.image_cache is not None:
-            raise ValueError("decode: 'device' reads JPEG bytes, but image_cache supplies decoded pixels; "
-                             "set image_cache: null or decode: loader")
-        if self.decode == "device" and self.augment.enabled and self.augment.on == "loader":
-            raise ValueError("decode: 'device' leaves no pixels in the loader for data.augment.on: loader; "
-                             "set data.augment.on: device or data.decode: loader")
+        problem = decode_setting_problem(self.decode, self.image_cache,
+                                         self.augment.enabled and self.augment.on == "loader")
+        if problem:
+            raise ValueError(f"decode: {problem}")
         return self
 
     @field_validator("test_roots")

@@ -35,6 +35,10 @@ class ConfigError(UserError, ValueError):
         super().__init__(message)
 
 
+class ImageLoadError(UserError, OSError):
+    """An image file could not be read or decoded; the message names the file."""
+
+
 class UniqueKeyLoader(yaml.SafeLoader):
     """SafeLoader that refuses duplicate keys (PyYAML silently keeps the last one)."""
 

@@ -18,7 +18,8 @@ from PIL import Image
 from pipeline.config import ConfigError, config_from_dict, config_hash, semantic_dict
 from pipeline.data.augment import AugmentConfig
 from pipeline.data.datasets import TrainPlacesDataset, collate_places, load_image
-from pipeline.data.device_decode import DeviceDecoder, EncodedImages, ImageBytesError, read_jpeg_bytes
+from pipeline.data.device_decode import DeviceDecoder, EncodedImages, read_jpeg_bytes
+from pipeline.errors import ImageLoadError
 
 SIZE = (320, 320)
 
@@ -73,13 +74,13 @@ def test_items_carry_the_same_views_labels_and_ops_as_the_loader_path(real_data)
 def test_a_file_that_is_not_a_jpeg_is_named_in_the_worker(tmp_path):
     png = tmp_path / "x.jpg"
     Image.new("RGB", (8, 8)).save(png, format="PNG")
-    with pytest.raises(ImageBytesError, match=r"x\.jpg: not a JPEG file.*data\.decode=loader"):
+    with pytest.raises(ImageLoadError, match=r"x\.jpg: not a JPEG file.*data\.decode=loader"):
         read_jpeg_bytes(png)
     empty = tmp_path / "empty.jpg"
     empty.write_bytes(b"")
-    with pytest.raises(ImageBytesError, match=r"empty\.jpg: an empty file"):
+    with pytest.raises(ImageLoadError, match=r"empty\.jpg: an empty file"):
         read_jpeg_bytes(empty)
-    with pytest.raises(ImageBytesError, match=r"missing\.jpg: cannot read image"):
+    with pytest.raises(ImageLoadError, match=r"missing\.jpg: cannot read image"):
         read_jpeg_bytes(tmp_path / "missing.jpg")
 
 
@@ -89,7 +90,7 @@ def test_a_jpeg_that_does_not_decode_is_named_among_its_batch(real_data, tmp_pat
     data = good[1].read_bytes()
     broken.write_bytes(data[:len(data) // 2])
     batch = _encoded([good[0], broken, good[2]])
-    with pytest.raises(ImageBytesError, match=r"truncated\.jpg: cannot decode JPEG on cpu"):
+    with pytest.raises(ImageLoadError, match=r"truncated\.jpg: cannot decode JPEG on cpu"):
         DeviceDecoder(SIZE, "cpu")(batch)
 
 
@@ -138,7 +139,7 @@ def test_a_decoding_error_reaches_the_consumer_and_stopping_early_ends_the_threa
     stream = decoded_batches(batches, DeviceDecoder(SIZE, "cpu"))
     first, _ = next(stream)
     assert first.shape == (4, 3, *SIZE)
-    with pytest.raises(ImageBytesError, match=r"broken\.jpg"):
+    with pytest.raises(ImageLoadError, match=r"broken\.jpg"):
         next(stream)
 
     stream = decoded_batches(_batches(paths, 2), DeviceDecoder(SIZE, "cpu"), depth=1)

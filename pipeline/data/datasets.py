@@ -19,10 +19,10 @@ from torch.utils.data import Dataset, Sampler
 
 from pipeline.data.augment import AugmentConfig, apply_ops, sample_ops
 from pipeline.data.decoded_cache import process_cache
-from pipeline.data.device_decode import EncodedImages
+from pipeline.data.device_decode import EncodedImages, decode_setting_problem
 from pipeline.data.image_cache import ResizedImageCache
 from pipeline.data.index import EvalSplitIndex, index_eval_split, index_training_set
-from pipeline.errors import ConfigError, UserError
+from pipeline.errors import ConfigError, ImageLoadError
 
 INTERPOLATIONS = {
     "bilinear": Image.Resampling.BILINEAR,
@@ -30,10 +30,6 @@ INTERPOLATIONS = {
     "nearest": Image.Resampling.NEAREST,
     "lanczos": Image.Resampling.LANCZOS,
 }
-
-
-class ImageLoadError(UserError, OSError):
-    """An image file could not be read; the message names the file."""
 
 
 def load_image(path: str | Path, size: tuple[int, int] | None,
@@ -89,12 +85,9 @@ class TrainPlacesDataset(Dataset):
         self.image_size = tuple(image_size)
         self.interpolation = interpolation
         self.augment = augment if augment is not None and augment.enabled else None
-        if decode not in ("loader", "device"):
-            raise ConfigError(f"data.decode must be 'loader' or 'device', got {decode!r}")
-        if decode == "device" and (image_cache is not None or (self.augment and self.augment.on == "loader")):
-            raise ConfigError("data.decode=device decodes on the training device, so it cannot be "
-                              "combined with data.image_cache or data.augment.on=loader (both need "
-                              "pixels in the loader)")
+        problem = decode_setting_problem(decode, image_cache, bool(self.augment and self.augment.on == "loader"))
+        if problem:
+            raise ConfigError(f"data.decode: {problem}")
         self.decode = decode
         self.cache = None if image_cache is None else ResizedImageCache(
             image_cache, [p for paths in self.place_images for p in paths], self.image_size, interpolation)

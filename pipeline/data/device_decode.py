@@ -10,9 +10,9 @@ their pixels are close to, not identical with, the loader path's PIL resize (tes
 states the tolerance), which is why `data.decode` is part of a run's identity.
 
 Decoding overlaps training: `decoded_batches` decodes the next batch in a background thread (on its
-own CUDA stream) while the current one trains, since nvjpeg's batched decode waits for its own
-work on the host (measured on an H100: decoding in line with the step reached 74% of the
-pre-resized cache's throughput; benchmarks/RESULTS.md has the figures with and without overlap).
+own CUDA stream) while the current one trains. Measured (benchmarks/RESULTS.md): on the CPU this
+nearly doubles throughput; on an H100 it gained 2% over decoding in line, where the path reaches
+~75% of the pre-resized cache's throughput.
 
 JPEG only: the real datasets (GSV-Cities, SF-XS, Tokyo-XS) and the embedded data are JPEG; any
 other file is refused in the worker with its name, as is a file nvjpeg or libjpeg cannot decode.
@@ -31,13 +31,25 @@ import torch
 import torch.nn.functional as nnf
 
 from pipeline.data.transforms import host_to_device
-from pipeline.errors import UserError
+from pipeline.errors import ImageLoadError
 
 JPEG_MAGIC = b"\xff\xd8\xff"
+DECODE_CHOICES = ("loader", "device")
 
 
-class ImageBytesError(UserError, OSError):
-    """An image file cannot be read as JPEG bytes, or its bytes do not decode; names the file."""
+def decode_setting_problem(decode: str, image_cache: object, augment_on_loader: bool) -> str | None:
+    """What is wrong with `data.decode` next to the other data settings (None: nothing). Device
+    decoding leaves no pixels in the loader, where the image cache and loader-side augmentation
+    would need them."""
+    if decode not in DECODE_CHOICES:
+        return f"must be one of {', '.join(DECODE_CHOICES)}, got {decode!r}"
+    if decode == "device" and image_cache is not None:
+        return ("'device' reads JPEG bytes, but image_cache supplies decoded pixels; set image_cache: "
+                "null or decode: loader")
+    if decode == "device" and augment_on_loader:
+        return ("'device' leaves no pixels in the loader for data.augment.on: loader; set "
+                "data.augment.on: device or data.decode: loader")
+    return None
 
 
 @dataclass
@@ -60,7 +72,7 @@ class EncodedImages:
 
     @staticmethod
     def read(paths: Sequence[str | Path]) -> EncodedImages:
-        """The JPEG files' bytes (ImageBytesError naming a file that is not a readable JPEG)."""
+        """The JPEG files' bytes (ImageLoadError naming a file that is not a readable JPEG)."""
         raws = [read_jpeg_bytes(p) for p in paths]
         return EncodedImages(torch.frombuffer(bytearray(b"".join(raws)), dtype=torch.uint8),
                              [len(r) for r in raws], [str(p) for p in paths])
@@ -73,14 +85,14 @@ class EncodedImages:
 
 
 def read_jpeg_bytes(path: str | Path) -> bytes:
-    """The bytes of a JPEG file; ImageBytesError naming the file otherwise."""
+    """The bytes of a JPEG file; ImageLoadError naming the file otherwise."""
     try:
         raw = Path(path).read_bytes()
     except OSError as err:
-        raise ImageBytesError(f"{path}: cannot read image ({err})") from None
+        raise ImageLoadError(f"{path}: cannot read image ({err})") from None
     if not raw.startswith(JPEG_MAGIC):
         what = "an empty file" if not raw else "not a JPEG file"
-        raise ImageBytesError(f"{path}: {what}; data.decode=device decodes JPEG only, use "
+        raise ImageLoadError(f"{path}: {what}; data.decode=device decodes JPEG only, use "
                               "data.decode=loader for other formats")
     return raw
 
@@ -112,18 +124,22 @@ class DeviceDecoder:
         except RuntimeError:
             self._raise_for_broken_file(batch)
             raise
-        out = torch.empty((len(images), 3, *self.size), dtype=torch.uint8, device=self.device)
         by_shape: dict[tuple[int, ...], list[int]] = {}
         for i, image in enumerate(images):  # shapes are host-side metadata: no device sync
             by_shape.setdefault(tuple(image.shape), []).append(i)
-        for shape, members in by_shape.items():
-            stacked = torch.stack([images[i] for i in members])
+        if len(by_shape) == 1:  # the usual case (the real datasets are all 640x480): no reordering
+            return self._fit(torch.stack(images))
+        out = torch.empty((len(images), 3, *self.size), dtype=torch.uint8, device=self.device)
+        for members in by_shape.values():
             index = host_to_device(torch.tensor(members), self.device)
-            out.index_copy_(0, index, self._resize(stacked) if shape[1:] != self.size else stacked)
+            out.index_copy_(0, index, self._fit(torch.stack([images[i] for i in members])))
         return out
 
-    def _resize(self, x: torch.Tensor) -> torch.Tensor:
-        """Bilinear resize with antialiasing (as PIL's filter when shrinking), rounded to uint8."""
+    def _fit(self, x: torch.Tensor) -> torch.Tensor:
+        """Images of one size at `size`: bilinear resize with antialiasing (as PIL's filter when
+        shrinking), rounded to uint8; unchanged when already there."""
+        if tuple(x.shape[-2:]) == self.size:
+            return x
         y = nnf.interpolate(x.float(), size=self.size, mode="bilinear", align_corners=False, antialias=True)
         return y.round_().clamp_(0, 255).to(torch.uint8)
 
@@ -133,7 +149,7 @@ class DeviceDecoder:
             try:
                 _decode([data], self.device)
             except RuntimeError as err:
-                raise ImageBytesError(f"{path}: cannot decode JPEG on {self.device} ({err})") from None
+                raise ImageLoadError(f"{path}: cannot decode JPEG on {self.device} ({err})") from None
 
 
 _DONE = object()

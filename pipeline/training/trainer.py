@@ -239,27 +239,20 @@ def _train_one_epoch(ctx: _Context, epoch: int, model, loader, loss_fn, miner, o
                            ctx.channels_last, cfg.training.max_grad_norm, DeviceAugment(cfg.data.augment))
     batches = bar if cfg.data.decode == "loader" else decoded_batches(  # data.decode=device
         bar, DeviceDecoder(tuple(cfg.data.image_size), device))
-    # Closing the decoding generator stops its thread also when a step raises.
-    with contextlib.closing(batches) if batches is not bar else contextlib.nullcontext():
-        return _train_batches(ctx, epoch, batches, bar, step, scheduler)
-
-
-def _train_batches(ctx: _Context, epoch: int, batches, bar, step, scheduler) -> tuple[float, int]:
-    """The steps of one epoch; see `_train_one_epoch`."""
-    device, cfg = ctx.device, ctx.cfg
     loss_sum = torch.zeros((), device=device)
     steps, images_seen = 0, 0
     start = time.perf_counter()
-    for images, labels, ops in batches:
-        ctx.lr_log.record(scheduler.batch_steps, epoch, scheduler.current_lr())
-        loss_sum += step(images, labels, ops)
-        scheduler.step_batch()
-        steps += 1
-        images_seen += len(images)
-        if steps % cfg.training.log_every == 0:
-            mean = _finite_mean(loss_sum, steps, epoch, steps)
-            bar.set_postfix(loss=f"{mean:.4f}", img_s=f"{images_seen / (time.perf_counter() - start):.0f}",
-                            lr=f"{scheduler.current_lr():.2e}")
+    with contextlib.closing(batches):  # stops the decoding thread also when a step raises
+        for images, labels, ops in batches:
+            ctx.lr_log.record(scheduler.batch_steps, epoch, scheduler.current_lr())
+            loss_sum += step(images, labels, ops)
+            scheduler.step_batch()
+            steps += 1
+            images_seen += len(images)
+            if steps % cfg.training.log_every == 0:
+                mean = _finite_mean(loss_sum, steps, epoch, steps)
+                bar.set_postfix(loss=f"{mean:.4f}", img_s=f"{images_seen / (time.perf_counter() - start):.0f}",
+                                lr=f"{scheduler.current_lr():.2e}")
     return _finite_mean(loss_sum, max(steps, 1), epoch, steps), images_seen
 
 
