@@ -186,6 +186,7 @@ loader = DataLoader(ds, batch_sampler=sampler, collate_fn=collate_places, num_wo
 print(sum(len(images) for images, _, _ in loader))
 """)
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join(
+                              [str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")])})
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split()[-1] == str(12 * 100 * 4)
