@@ -15,18 +15,18 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from pipeline.config import nest_dotted
+from pipeline.config import RunConfig, config_from_layers, nest_dotted
 from pipeline.errors import ConfigError, format_validation_error, read_yaml
 
 __all__ = [
-    "PROFILE_FIXED", "ParamsError", "RunScale", "capped_budget", "check_roots", "dataset_roots", "load_profile",
+    "PROFILE_FIXED", "ParamsError", "RunScale", "apply_profile", "capped_budget", "check_roots", "dataset_roots", "load_profile",
     "load_roots", "roots_layer", "run_scale", "trial_cap",
 ]
 
@@ -97,6 +97,24 @@ def run_scale(profile: Mapping[str, Any] | None) -> RunScale:
         raise ParamsError([f"run.set.{p}: a profile scales runs and may not change what is compared "
                            f"({', '.join(PROFILE_FIXED)}); cap epochs with run.max_epochs" for p in fixed], source)
     return RunScale(layer, parsed.max_epochs)
+
+
+def apply_profile(layers: Sequence[Mapping[str, Any]], profile: Mapping[str, Any] | None,
+                  roots: Mapping[str, str] | None, source: str) -> RunConfig:
+    """A run config from a cell's (or a trial's) own layers under a profile, the one place a
+    profile is applied:
+
+        layers <- profile run.set <- min(epochs, profile run.max_epochs) <- dataset roots
+
+    `source` names the cell or trial in errors (ConfigError naming the file, the cell and the key).
+    """
+    scale = run_scale(profile)
+    data = roots_layer(roots)
+    stack = [*layers, scale.layer]
+    cfg = config_from_layers([*stack, data], source)
+    if scale.max_epochs is not None and cfg.training.epochs > scale.max_epochs:
+        cfg = config_from_layers([*stack, {"training": {"epochs": scale.max_epochs}}, data], source)
+    return cfg
 
 
 def trial_cap(profile: Mapping[str, Any] | None) -> int | None:

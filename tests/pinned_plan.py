@@ -34,8 +34,8 @@ def write_tuned(folder: Path) -> Path:
 
 def planned_hashes(tuned_dir: Path) -> dict[str, dict[str, str]]:
     """{profile: {"study|cell|seed": hash}} for every profile of params.yaml and every study."""
-    from pipeline.sweeps.plan import plan
-    from pipeline.sweeps.study import load_studies
+    from pipeline.studies.plan import plan
+    from pipeline.studies.study import load_studies
 
     profiles = yaml.safe_load((REPO / "params.yaml").read_text())["profiles"]
     studies = load_studies([REPO / "experiments"])

@@ -12,7 +12,7 @@ import torch
 
 from pipeline.config import load_config
 from pipeline.data.augment import AugmentConfig, sample_ops
-from pipeline.data.datasets import load_image
+from pipeline.data.images import load_image
 from pipeline.data.device_augment import augment_batch
 from pipeline.data.device_decode import DeviceDecoder, EncodedImages, decoded_batches
 from pipeline.training.trainer import train

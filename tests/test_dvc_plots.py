@@ -16,7 +16,7 @@ from PIL import Image
 
 from pipeline.reporting.collect import CellResult
 from pipeline.reporting.runs_table import CURVE_COLUMNS, curves_frame
-from pipeline.sweeps.study import load_studies
+from pipeline.studies.study import load_studies
 
 ROOT = Path(__file__).resolve().parents[1]
 DVC = Path(sys.executable).parent / "dvc"

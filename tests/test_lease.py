@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from pipeline.sweeps.lease import HEARTBEAT_TAG, OWNER_TAG, Lease, LeaseHeld, holder
-from pipeline.sweeps.tracking import Tracker
+from pipeline.tracking.lease import HEARTBEAT_TAG, OWNER_TAG, Lease, LeaseHeld, holder
+from pipeline.tracking.store import Tracker
 
 
 @pytest.fixture
@@ -36,8 +36,8 @@ def test_a_killed_holder_stops_beating(tracker, tmp_path):
     run_id = tracker.create_run("r", {"vpr.kind": "run"})
     script = textwrap.dedent(f"""
         import time
-        from pipeline.sweeps.lease import Lease
-        from pipeline.sweeps.tracking import Tracker
+        from pipeline.tracking.lease import Lease
+        from pipeline.tracking.store import Tracker
         t = Tracker({tracker.tracking_uri!r}, "lease-test")
         Lease(t, {run_id!r}, owner="doomed", lease_s=3).acquire()
         print("claimed", flush=True)

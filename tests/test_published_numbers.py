@@ -15,7 +15,7 @@ import pytest
 
 from pipeline.data.catalog import EVAL_SPLITS
 from pipeline.reporting.tables.datasets import load_dataset_table
-from pipeline.sweeps.study import Study, load_studies
+from pipeline.studies.study import Study, load_studies
 
 ROOT = Path(__file__).resolve().parents[1]
 SEEDS = Path(os.environ.get("VPR_SEEDS", ROOT.parent / "shared" / "seeds"))

@@ -143,8 +143,8 @@ def test_tuning_workers_run_as_ray_tasks(embedded_root, tmp_path, ray_cluster, p
                                                                "scheduler": "none", "training.epochs": 2})
     (project / "experiments" / "tune_ray.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
     storage = postgres.url("optuna")
-    tune = vpr_on(project, mlflow_server.uri, "tune", "run", "experiments/tune_ray.yaml", "--workers", "2",
-                  "--ray", ray_cluster, "--storage", storage)
+    tune = vpr_on(project, mlflow_server.uri, "tune", "run", "experiments/tune_ray.yaml", "--jobs", "2",
+                  "--ray", ray_cluster, "--tuning-storage", storage)
     assert tune.returncode == 0, tune.stdout + tune.stderr
     assert f"2 tuning worker(s) as Ray tasks on {ray_cluster}" in tune.stdout
     study = optuna.load_study(study_name="tune_ray/adamw", storage=storage)

@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.reporting.collect import PlanFileError, collect
-from pipeline.sweeps.plan import expand_study
-from pipeline.sweeps.study import load_study
-from pipeline.sweeps.tracking import Tracker
+from pipeline.reporting.collect import collect
+from pipeline.studies.plan import PlanFileError
+from pipeline.studies.plan import expand_study
+from pipeline.studies.study import load_study
+from pipeline.tracking.store import Tracker
 
 STUDY = Path(__file__).resolve().parents[1] / "experiments" / "s003_table2_poolings.yaml"
 
@@ -44,5 +45,5 @@ def test_recorded_plan_decides_the_cells_hashes(tracker, tmp_path):
 def test_unreadable_plan_is_a_user_error(tracker, tmp_path):
     plan = tmp_path / "plan.json"
     plan.write_text(json.dumps({"version": 7, "runs": []}))
-    with pytest.raises(PlanFileError, match="plan.json: not a version-1 recorded plan"):
+    with pytest.raises(PlanFileError, match="plan.json: plan version 7, expected 1"):
         collect([load_study(STUDY)], tracker, None, None, cache_dir=tmp_path, tuned_dir=None, plan_path=plan)

@@ -17,8 +17,8 @@ from pipeline.config import ModelConfig
 from pipeline.models import build_model
 from pipeline.reporting import figures
 from pipeline.reporting.collect import CellResult
-from pipeline.sweeps.plan import expand_study
-from pipeline.sweeps.study import load_studies
+from pipeline.studies.plan import expand_study
+from pipeline.studies.study import load_studies
 
 # --------------------------------------------------------------------------- helpers
 

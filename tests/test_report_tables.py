@@ -17,8 +17,8 @@ from pipeline.reporting.statistics import (METHOD, bootstrap_ci, mark_ties, mean
                                            paired_bootstrap_pvalue)
 from pipeline.reporting.tables import (Table, latex_escape, markdown_section, published_vs_reproduced,
                                        standalone_document, study_tables, write_tables)
-from pipeline.sweeps.plan import expand_study
-from pipeline.sweeps.study import Study, load_study, load_studies
+from pipeline.studies.plan import expand_study
+from pipeline.studies.study import Study, load_study, load_studies
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 QUERIES = {"sf_xs_val": 400, "sf_xs_test": 200, "tokyo_xs": 120}   # small query sets, same per dataset

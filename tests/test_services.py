@@ -22,7 +22,7 @@ from test_sweeps import make_project
 from test_tuning import tuning_file
 
 from pipeline.models.checkpoints import load_checkpoint
-from pipeline.sweeps.mlflow_records import checkpoint_from_run
+from pipeline.tracking.records import checkpoint_from_run
 
 
 def test_sweep_tuning_and_report_on_postgres_and_mlflow_server(embedded_root, tmp_path, postgres, mlflow_server):
@@ -34,8 +34,8 @@ def test_sweep_tuning_and_report_on_postgres_and_mlflow_server(embedded_root, tm
 
     sweep = vpr_on(project, uri, "sweep", "run", "--jobs", "2")
     assert sweep.returncode == 0, sweep.stdout + sweep.stderr
-    tune = vpr_on(project, uri, "tune", "run", "experiments/tune_shared.yaml", "--workers", "2",
-                  "--storage", optuna_url)
+    tune = vpr_on(project, uri, "tune", "run", "experiments/tune_shared.yaml", "--jobs", "2",
+                  "--tuning-storage", optuna_url)
     assert tune.returncode == 0, tune.stdout + tune.stderr
     report = vpr_on(project, uri, "report", "--out", "reports")
     assert report.returncode == 0, report.stdout + report.stderr

@@ -13,8 +13,8 @@ import yaml
 
 from pipeline.config import ConfigError, config_from_layers, config_hash, nest_dotted
 from pipeline.profile import ParamsError, roots_layer, run_scale
-from pipeline.sweeps.plan import expand_study, plan
-from pipeline.sweeps.study import DATASETS, METRICS, Study, StudyError, load_studies, load_study
+from pipeline.studies.plan import expand_study, plan
+from pipeline.studies.study import DATASETS, METRICS, Study, StudyError, load_studies, load_study
 
 REPO = Path(__file__).resolve().parents[1]
 EXPERIMENTS = REPO / "experiments"
@@ -284,7 +284,7 @@ def test_invalid_grid_value_names_the_cell_and_key(tmp_path: Path) -> None:
 @pytest.mark.parametrize("extra, needle", [
     ({"epochs": 3}, "epochs: unknown key (valid: study, paper"),
     ({"kind": "table"}, "kind: must be one of final, per_epoch, top_k"),
-    ({"paper": 3}, 'paper: write the seed id as a quoted string, e.g. paper: "003"'),
+    ({"paper": 3}, 'paper: write the paper id as a quoted string, e.g. paper: "003"'),
     ({"seeds": []}, "seeds:"),
     ({"grid": {"optimizer.lr": []}}, "grid['optimizer.lr']"),
     ({"variants": [{"label": "a", "sett": {}}]}, "variants[0].sett: unknown key (valid: label, set)"),
@@ -384,7 +384,7 @@ def test_qualitative_cells_are_validated_against_the_labels(tmp_path: Path) -> N
 
 
 def test_recorded_plan_reads_back_the_runs_the_sweep_planned(tmp_path: Path) -> None:
-    from pipeline.sweeps.plan import load_recorded_plan, write_plan
+    from pipeline.studies.plan import load_recorded_plan, write_plan
 
     studies = [load_study(_write(tmp_path, _study(grid={"model.aggregator.name": ["avg", "gem"]}, seeds=[0, 1])))]
     planned = plan(studies, {"run": {"max_epochs": 2}}, ROOTS, None)
@@ -401,7 +401,7 @@ def test_recorded_plan_reads_back_the_runs_the_sweep_planned(tmp_path: Path) -> 
 
 def test_a_missing_recorded_plan_says_which_stage_writes_it(tmp_path: Path) -> None:
     from pipeline.errors import UserError
-    from pipeline.sweeps.plan import load_recorded_plan
+    from pipeline.studies.plan import load_recorded_plan
 
     with pytest.raises(UserError, match="run the train stage"):
         load_recorded_plan(tmp_path / "plan.json")

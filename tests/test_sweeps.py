@@ -232,7 +232,7 @@ def test_plan_json_and_config_show_give_the_configs_the_trainer_receives(embedde
 def test_bad_jobs_and_shard_values_are_one_line_errors(embedded_root, tmp_path):
     project = make_project(tmp_path, embedded_root, ["avg"])
     jobs = vpr(project, "sweep", "run", "--jobs", "0")
-    assert jobs.returncode == 2 and jobs.stderr.strip() == "vpr: error: --jobs must be >= 1, got 0"
+    assert jobs.returncode == 2 and jobs.stderr.strip().endswith("error: argument --jobs: must be >= 1, got 0")
     shard = vpr(project, "sweep", "plan", "--shard", "3/2")
     assert shard.returncode == 2 and "--shard 3/2: need N >= 1 and 0 <= I < N" in shard.stderr
     tune = vpr(project, "tune", "run", "experiments")
@@ -240,7 +240,7 @@ def test_bad_jobs_and_shard_values_are_one_line_errors(embedded_root, tmp_path):
 
 
 def test_a_dead_worker_fails_only_its_run_and_its_slot_gets_a_fresh_one(tmp_path):
-    from pipeline.sweeps.executors import LocalExecutor, outcome_of
+    from pipeline.execution.executors import LocalExecutor
 
     executor = LocalExecutor(1)
     try:
@@ -252,32 +252,33 @@ def test_a_dead_worker_fails_only_its_run_and_its_slot_gets_a_fresh_one(tmp_path
             deadline = time.time() + 120
             while not done and time.time() < deadline:
                 done = executor.completed(timeout=1.0)
-            assert [(k, outcome_of(c)) for k, c in done] == [(key, "failed")]
+            assert done == [(key, "failed")]
         assert pids[0] != pids[1]
     finally:
         executor.close()
 
 
 def test_weights_are_stored_in_bf16_only_when_every_evaluation_ran_in_bf16(tmp_path):
-    from pipeline.sweeps.mlflow_records import evaluated_precision
+    from pipeline.runs.folder import RunFolder
+    from pipeline.tracking.records import evaluated_precision
 
     def record(path, precision):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps({"precision": precision}))
 
-    assert evaluated_precision(tmp_path) == "fp32"  # nothing recorded: kept as it is
+    assert evaluated_precision(RunFolder(tmp_path)) == "fp32"  # nothing recorded: kept as it is
     record(tmp_path / "summary.json", "bf16")
     record(tmp_path / "val_predictions" / "summary.json", "bf16")
     record(tmp_path / "test" / "tokyo_xs" / "summary.json", "bf16")
-    assert evaluated_precision(tmp_path) == "bf16"
+    assert evaluated_precision(RunFolder(tmp_path)) == "bf16"
     record(tmp_path / "test" / "sf_xs_test" / "summary.json", "fp32")  # tested on a CPU without bf16
-    assert evaluated_precision(tmp_path) == "fp32"
+    assert evaluated_precision(RunFolder(tmp_path)) == "fp32"
 
 
 def test_prestarted_workers_never_handed_a_run_are_stopped_at_close(tmp_path):
     # `vpr sweep run` starts its workers before planning; with nothing to run, closing must not
     # wait for their warm-up (or leave them behind).
-    from pipeline.sweeps.executors import LocalExecutor
+    from pipeline.execution.executors import LocalExecutor
 
     executor = LocalExecutor(2, f"sqlite:///{tmp_path / 'mlflow.db'}")
     executor.start()
@@ -289,7 +290,7 @@ def test_prestarted_workers_never_handed_a_run_are_stopped_at_close(tmp_path):
 
 
 def test_workers_split_the_cores_or_take_one_gpu_each(monkeypatch):
-    from pipeline.sweeps.processes import worker_env
+    from pipeline.execution.processes import worker_env
 
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setattr(os, "cpu_count", lambda: 8)

@@ -16,7 +16,7 @@ from optuna.trial import create_trial
 
 from services import free_port, stop_group, wait_http
 
-from pipeline.sweeps.tuning import open_storage
+from pipeline.tuning.storage import open_storage
 
 pytest.importorskip("optuna_dashboard")
 
@@ -40,12 +40,12 @@ def _dashboard(project: Path, *args: str) -> tuple[subprocess.Popen, str]:
 @pytest.mark.parametrize("kind", ["journal", "rdb"])
 def test_dashboard_serves_our_studies(tmp_path, kind):
     if kind == "journal":
-        storage, _ = open_storage(None, "tune_dash", root=tmp_path / "optuna")
+        storage, _ = open_storage(None, "tune_dash", tmp_path / "optuna")
         args = ["tune_dash"]
     else:
         url = f"sqlite:///{tmp_path / 'optuna.db'}"
         storage, _ = open_storage(url, "tune_dash")
-        args = ["--storage", url]
+        args = ["--tuning-storage", url]
     _studies_in(storage)
     proc, base = _dashboard(tmp_path, *args)
     try:

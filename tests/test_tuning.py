@@ -20,7 +20,8 @@ from optuna.trial import TrialState
 
 from cli_helpers import vpr
 
-from pipeline.sweeps.tuning import TuningError, load_tuning, open_storage
+from pipeline.tuning.storage import open_storage
+from pipeline.tuning.tuning_file import TuningError, load_tuning
 
 TINY = {"data": {"source": "embedded"},
         "run": {"set": {"data.image_size": [32, 32], "evaluation.resize": [32, 32], "model.pretrained": "none",
@@ -78,9 +79,9 @@ def test_unknown_optimizer_lists_the_valid_ones(tmp_path):
 
 def test_unreachable_storage_fails_before_any_trial(embedded_root, tmp_path):
     project = project_with(tmp_path, embedded_root, tuning_file("tune_t"))
-    with pytest.raises(TuningError, match="--storage 'sqlite:////nonexistent/dir/x.db': cannot connect"):
+    with pytest.raises(TuningError, match="--tuning-storage 'sqlite:////nonexistent/dir/x.db': cannot connect"):
         open_storage("sqlite:////nonexistent/dir/x.db", "tune_t")
-    result = vpr(project, "tune", "run", "experiments/tune_t.yaml", "--storage", "sqlite:////nonexistent/dir/x.db")
+    result = vpr(project, "tune", "run", "experiments/tune_t.yaml", "--tuning-storage", "sqlite:////nonexistent/dir/x.db")
     assert result.returncode == 2 and "cannot connect" in result.stderr
     assert not (project / "runs").exists() and not (project / "mlflow.db").exists()
 
@@ -95,7 +96,7 @@ def test_median_pruner_prunes_a_collapsing_learning_rate(embedded_root, tmp_path
                        optimizers={"adamw": {"lr": {"low": 1e-4, "high": 1.0, "log": True},
                                              "weight_decay": {"low": 1e-5, "high": 1e-1, "log": True}}})
     project = project_with(tmp_path, embedded_root, spec)
-    result = vpr(project, "tune", "run", "experiments/tune_prune.yaml", "--workers", "1")
+    result = vpr(project, "tune", "run", "experiments/tune_prune.yaml", "--jobs", "1")
     assert result.returncode == 0, result.stdout + result.stderr
     study = optuna.load_study(study_name="tune_prune/adamw", storage=journal(project, "tune_prune"))
     assert [(t.params["lr"], t.state) for t in study.trials] == [
@@ -110,7 +111,7 @@ def test_grid_sampler_covers_the_grid_and_stops(embedded_root, tmp_path):
                        optimizers={"adamw": {"lr": {"values": [1e-3, 3e-3], "log": True},
                                              "weight_decay": {"values": [1e-4]}}})
     project = project_with(tmp_path, embedded_root, spec)
-    result = vpr(project, "tune", "run", "experiments/tune_grid.yaml", "--workers", "1")
+    result = vpr(project, "tune", "run", "experiments/tune_grid.yaml", "--jobs", "1")
     assert result.returncode == 0, result.stdout + result.stderr
     study = optuna.load_study(study_name="tune_grid/adamw", storage=journal(project, "tune_grid"))
     assert sorted(t.params["lr"] for t in study.trials) == [1e-3, 3e-3]  # the grid caps the budget
@@ -124,7 +125,7 @@ def test_two_workers_survive_a_killed_worker_and_a_rerun(embedded_root, tmp_path
                        optimizers={"adamw": {"lr": {"low": 1e-4, "high": 1.0, "log": True},
                                              "weight_decay": {"low": 1e-5, "high": 1e-1, "log": True}}})
     project = project_with(tmp_path, embedded_root, spec)
-    sweep = vpr(project, "tune", "run", "experiments/tune_kill.yaml", "--workers", "2", wait=False)
+    sweep = vpr(project, "tune", "run", "experiments/tune_kill.yaml", "--jobs", "2", wait=False)
     storage_path = project / "optuna" / "tune_kill.journal"
     victim_pid, deadline = None, time.time() + 300
     while victim_pid is None and time.time() < deadline:
@@ -144,7 +145,7 @@ def test_two_workers_survive_a_killed_worker_and_a_rerun(embedded_root, tmp_path
     out, _ = sweep.communicate(timeout=900)
     assert sweep.returncode == 1 and "1 tuning worker(s)" in out  # the dead worker is reported
 
-    rerun = vpr(project, "tune", "run", "experiments/tune_kill.yaml", "--workers", "2")
+    rerun = vpr(project, "tune", "run", "experiments/tune_kill.yaml", "--jobs", "2")
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     assert "marked failed" in rerun.stdout or "marked failed" in rerun.stderr
     study = optuna.load_study(study_name="tune_kill/adamw", storage=journal(project, "tune_kill"))
@@ -166,7 +167,7 @@ def test_two_workers_survive_a_killed_worker_and_a_rerun(embedded_root, tmp_path
     from pipeline.reporting.figures.tuning import write_all_tuning_figures  # `vpr report` draws them
 
     figures = project / "reports" / "figures" / "tuning"
-    write_all_tuning_figures(project / "experiments", figures, journal_root=project / "optuna")
+    write_all_tuning_figures([project / "experiments"], figures, journal_dir=project / "optuna")
     for name in ("optimization_history", "lr_wd", "param_importances"):
         png = figures / "tune_kill" / f"{name}.png"
         assert png.stat().st_size > 5000 and png.with_suffix(".pdf").exists()
@@ -194,7 +195,7 @@ def test_rdb_storage_url_is_shared_and_readable_by_optuna_cli(embedded_root, tmp
     project = project_with(tmp_path, embedded_root, tuning_file("tune_rdb", budget={"trials": 2},
                                                                 base={"training.epochs": 1, "scheduler": "none"}))
     url = f"sqlite:///{tmp_path / 'optuna.db'}"
-    result = vpr(project, "tune", "run", "experiments/tune_rdb.yaml", "--workers", "2", "--storage", url)
+    result = vpr(project, "tune", "run", "experiments/tune_rdb.yaml", "--jobs", "2", "--tuning-storage", url)
     assert result.returncode == 0, result.stdout + result.stderr
     assert not (project / "optuna").exists()  # nothing written to the default journal
     cli = subprocess.run([str(Path(sys.executable).parent / "optuna"), "studies", "--storage", url, "-f", "json"],
@@ -206,7 +207,8 @@ def test_rdb_storage_url_is_shared_and_readable_by_optuna_cli(embedded_root, tmp
 
 @pytest.mark.parametrize("profile", ["demo", "paper"])
 def test_shipped_tuning_files_load_and_resolve(profile):
-    from pipeline.sweeps.tuning import trial_budget, trial_config
+    from pipeline.tuning.search import trial_budget
+    from pipeline.tuning.tuning_file import trial_config
 
     repo = Path(__file__).resolve().parents[1]
     profiles = yaml.safe_load((repo / "params.yaml").read_text())["profiles"]
@@ -229,7 +231,7 @@ def test_systematically_failing_trials_stop_the_workers(embedded_root, tmp_path)
                                          "training.batches_per_epoch": 6},
                        optimizers={"sgd": {"lr": {"low": 1e29, "high": 1e30, "log": True}}})
     project = project_with(tmp_path, embedded_root, spec)
-    result = vpr(project, "tune", "run", "experiments/tune_nan.yaml", "--workers", "1")
+    result = vpr(project, "tune", "run", "experiments/tune_nan.yaml", "--jobs", "1")
     assert result.returncode == 1
     assert "3 trials failed in a row" in result.stdout + result.stderr
     study = optuna.load_study(study_name="tune_nan/sgd", storage=journal(project, "tune_nan"))
@@ -245,7 +247,7 @@ def test_a_lock_left_by_a_killed_worker_is_reclaimed(embedded_root, tmp_path):
     lock.write_text("")
     stale = time.time() - 120
     os.utime(lock, (stale, stale))
-    result = vpr(project, "tune", "run", "experiments/tune_lock.yaml", "--workers", "1")
+    result = vpr(project, "tune", "run", "experiments/tune_lock.yaml", "--jobs", "1")
     assert result.returncode == 0, result.stdout + result.stderr
     study = optuna.load_study(study_name="tune_lock/adamw", storage=journal(project, "tune_lock"))
     assert [t.state for t in study.trials] == [TrialState.COMPLETE]

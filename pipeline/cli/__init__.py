@@ -1,7 +1,12 @@
 """The `vpr` command: argument parsing only; the work is done by the modules it calls.
 
-One module per command group registers its subcommands. Heavy imports (torch, mlflow) happen
-inside the handlers so that `vpr --help` stays instant.
+One module per command (group) registers its subcommands and is named after it; flags that
+several commands share are defined once (`pipeline.cli.arguments`). Heavy imports (torch,
+mlflow) happen inside the handlers so that `vpr --help` stays instant.
+
+Exit status, for every command: 0 done; 1 the work ran and found failures (a run or a tuning
+worker failed, `vpr data check` found errors); 2 a usage or input error stopped it before or
+while working (one line naming the file, key or value, and what would be right).
 """
 
 from __future__ import annotations
@@ -9,10 +14,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from pipeline.cli import config, data, report, run, sweep, tune
+from pipeline.cli import config, data, evaluate, prepare, report, sweep, train, tune, ui
 from pipeline.errors import UserError
 
-_GROUPS = (data, config, run, sweep, tune, report)
+_GROUPS = (data, prepare, config, train, evaluate, sweep, tune, report, ui)
 
 
 def build_parser() -> argparse.ArgumentParser:

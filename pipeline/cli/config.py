@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import argparse
 
+from pipeline import paths
+from pipeline.cli.arguments import add_project, add_tuned_dir, deprecated
+
 
 def _config_show(args: argparse.Namespace) -> int:
     import yaml
 
-    from pipeline.sweeps.plan import resolve_cell
+    from pipeline.studies.plan import resolve_cell
 
     cell = resolve_cell(args.study, args.label, seed=args.seed, params=args.params, prepared=args.prepared,
-                        experiments=args.experiments, tuned_dir=args.tuned)
+                        experiments=getattr(args, "experiments", paths.STUDIES), tuned_dir=args.tuned_dir)
     print(f"# {cell.study}: {cell.label} (seed {cell.seed}), config hash {cell.config_hash}")
     print(yaml.safe_dump(cell.config.to_dict(), sort_keys=False), end="")
     return 0
@@ -25,12 +28,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     show = config_sub.add_parser("show", help="one study cell's resolved config as YAML",
                                  description="Print the fully resolved config of one cell (the config the "
                                  "trainer receives under the selected profile), with its hash.")
-    show.add_argument("study", help="study id (e.g. s004_table3_losses) or study file")
+    show.add_argument("study", help=f"study file, or a study id in {paths.STUDIES}/ (e.g. s004_table3_losses)")
     show.add_argument("label", help="cell label as in `vpr sweep plan` (e.g. 'triplet')")
     show.add_argument("--seed", type=int, default=None, help="seed of the cell (default: the study's first)")
-    show.add_argument("--params", default="params.yaml", help="params file selecting the profile")
-    show.add_argument("--prepared", default="data/prepared",
-                      help="output of the prepare stage (dataset roots; left out when it has not run)")
-    show.add_argument("--experiments", default="experiments", help="folder of study files")
-    show.add_argument("--tuned", default="reports/tuning", help="folder of tuned values (best_params.json)")
+    add_project(show, runs_dir=False)
+    add_tuned_dir(show)
+    deprecated(show, "--experiments", "a study file path as STUDY", "experiments")
+    deprecated(show, "--tuned", "--tuned-dir", "tuned_dir")
     show.set_defaults(func=_config_show)

@@ -1,10 +1,12 @@
-"""`vpr data synth|check|index` and `vpr prepare`: datasets."""
+"""`vpr data synth|check|index|stats`: datasets."""
 
 from __future__ import annotations
 
 import argparse
 import json
 from pathlib import Path
+
+from pipeline.cli.arguments import add_quiet
 
 
 def _data_synth(args: argparse.Namespace) -> int:
@@ -58,14 +60,6 @@ def _register_stats(data_sub: argparse._SubParsersAction) -> None:
     stats.set_defaults(func=_data_stats)
 
 
-def _prepare(args: argparse.Namespace) -> int:
-    from pipeline.prepare import prepare
-
-    summary = prepare(args.params, args.out, progress=not args.quiet)
-    print(json.dumps(summary, indent=2))
-    return 0
-
-
 def register(sub: argparse._SubParsersAction) -> None:
     """Add this module's subcommands to the `vpr` parser."""
     data = sub.add_parser("data", help="generate, check and index datasets",
@@ -83,7 +77,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "(default: the scale's square size)")
     synth.add_argument("--gsv-cities-layout", action="store_true",
                        help="also write the training set in the original GSV-Cities layout (Dataframes/ + Images/)")
-    synth.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_quiet(synth)
     synth.set_defaults(func=_data_synth)
 
     check = data_sub.add_parser("check", help="report every problem in a dataset root (read-only)",
@@ -94,7 +88,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     check.add_argument("--min-images-per-place", type=int, default=4, help="minimum images of a training place (default 4)")
     check.add_argument("--radius", type=float, default=25.0, help="positive radius in metres (default 25)")
     check.add_argument("--no-decode", action="store_true", help="skip decoding images (names and layout only)")
-    check.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_quiet(check)
     check.set_defaults(func=_data_check)
 
     index = data_sub.add_parser("index", help="write manifests and ground-truth positives",
@@ -105,11 +99,3 @@ def register(sub: argparse._SubParsersAction) -> None:
     index.add_argument("--radius", type=float, default=25.0, help="positive radius in metres (default 25)")
     index.set_defaults(func=_data_index)
     _register_stats(data_sub)
-
-    prep = sub.add_parser("prepare", help="the DVC prepare stage: datasets of the selected profile",
-                          description="Generate (embedded profile) or locate (real profile) the datasets, "
-                          "check them, and write OUT/datasets.json (their roots) for the later stages.")
-    prep.add_argument("--params", default="params.yaml", help="params file with profile and profiles (default params.yaml)")
-    prep.add_argument("--out", default="data/prepared", help="output folder (default data/prepared)")
-    prep.add_argument("--quiet", action="store_true", help="no progress bars")
-    prep.set_defaults(func=_prepare)

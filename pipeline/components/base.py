@@ -15,6 +15,12 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter,
 from pipeline.errors import ConfigError, format_validation_error
 
 
+class StrictConfig(BaseModel):
+    """Base of the file-schema models (studies, tunings, profiles): unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
 class ComponentConfig(BaseModel):
     """Base of every component's parameter model: `name` plus the constructor's keywords."""
 

@@ -52,3 +52,15 @@ def recall_metric(key: str, n: int, *, per_epoch: bool = False) -> str:
     if per_epoch:
         raise UserError(f"{key} is a test split: it has no per-epoch Recall@{n}")
     return f"test_{s.folder}_recall_at_{n}"
+
+
+def recall_metric_for_test_set(test_name: str, n: int) -> str:
+    """MLflow key of Recall@n on test set `test_name`: a catalog split's, or a user-added test set's
+    (`test_<name>_recall_at_<n>`)."""
+    return recall_metric(test_name, n) if test_name in SPLITS else f"test_{test_name}_recall_at_{n}"
+
+
+# The validation metrics training selects on: per epoch (history, model selection, tuning
+# objective) and the best epoch's (a run's summary).
+VAL_R1 = recall_metric(VALIDATION.key, 1, per_epoch=True)    # val_recall_at_1
+BEST_VAL_R1 = recall_metric(VALIDATION.key, 1)               # best_val_recall_at_1

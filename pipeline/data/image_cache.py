@@ -25,7 +25,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from pipeline.errors import UserError
+from pipeline.data.images import load_image
+from pipeline.errors import ImageLoadError, UserError
 
 CACHE_VERSION = 1
 
@@ -68,8 +69,6 @@ class ResizedImageCache:
 
     def _build(self, progress: bool) -> None:
         """Decode and resize every image once (a broken image stops with ImageLoadError)."""
-        from pipeline.data.datasets import ImageLoadError, load_image  # the one image reader
-
         tmp = self.file.with_suffix(f".tmp{os.getpid()}")
         try:
             array = np.memmap(tmp, dtype=np.uint8, mode="w+", shape=self.shape)

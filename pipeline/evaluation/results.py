@@ -21,11 +21,10 @@ from pipeline.data.transforms import normalize
 from pipeline.evaluation.descriptors import PRECISIONS, extract_descriptors
 from pipeline.evaluation.knn import BACKENDS, knn_search, resolve_backend
 from pipeline.evaluation.recall import per_query_hits
+from pipeline.runs.folder import RESULT_PREDICTIONS, RESULT_SUMMARY
 
 log = logging.getLogger(__name__)
 
-SUMMARY_FILE = "summary.json"
-PREDICTIONS_FILE = "predictions.npz"
 
 
 @dataclass
@@ -92,13 +91,13 @@ class EvaluationResult:
         """Write `summary.json` and `predictions.npz` into `directory` (created); return it."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        (directory / SUMMARY_FILE).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        (directory / RESULT_SUMMARY).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
         lengths = np.array([len(p) for p in self.positives], dtype=np.int64)
         flat = (np.concatenate([np.asarray(p, dtype=np.int64) for p in self.positives])
                 if self.positives else np.zeros(0, np.int64))
         # Ragged positives are stored flat with per-query lengths so loading needs no pickle.
         np.savez_compressed(
-            directory / PREDICTIONS_FILE,
+            directory / RESULT_PREDICTIONS,
             predictions=self.predictions, scores=self.scores, hits=self.hits(),
             recall_at=np.asarray(self.recall_at, dtype=np.int64),
             positives_flat=flat, positives_lengths=lengths,
@@ -111,8 +110,8 @@ class EvaluationResult:
     def load(cls, directory: str | Path) -> EvaluationResult:
         """Read a result written by `save`."""
         directory = Path(directory)
-        summary = json.loads((directory / SUMMARY_FILE).read_text())
-        with np.load(directory / PREDICTIONS_FILE, allow_pickle=False) as arrays:
+        summary = json.loads((directory / RESULT_SUMMARY).read_text())
+        with np.load(directory / RESULT_PREDICTIONS, allow_pickle=False) as arrays:
             lengths = arrays["positives_lengths"]
             positives = (np.split(arrays["positives_flat"], np.cumsum(lengths)[:-1])
                          if len(lengths) else [])

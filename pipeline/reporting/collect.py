@@ -7,7 +7,6 @@ downloaded once per run into a local cache; the recorded runs are the only sourc
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from dataclasses import dataclass, field
@@ -15,21 +14,14 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import numpy as np
-import yaml
 
 from pipeline.data.catalog import EVAL_SPLITS, VALIDATION, recall_metric
-from pipeline.errors import UserError
-from pipeline.sweeps.plan import Cell, expand_study
-from pipeline.sweeps.study import Study
-from pipeline.sweeps.tracking import STATUS_TAG, Tracker
+from pipeline.runs.folder import RESULT_PREDICTIONS, RunFolder
+from pipeline.studies.plan import Cell, expand_study, load_recorded_plan
+from pipeline.studies.study import Study
+from pipeline.tracking.store import STATUS_TAG, Tracker
 
 log = logging.getLogger(__name__)
-
-LR_FILE = "lr_schedule.csv"   # written by the trainer, logged by the sweep (step,epoch,lr)
-
-
-class PlanFileError(UserError):
-    """The recorded plan cannot be read; the message names the file and what to do."""
 
 
 @dataclass
@@ -86,20 +78,11 @@ def collect(studies: list[Study], tracker: Tracker, profile: Mapping[str, Any] |
 
 
 def recorded_plan_cells(path: str | Path) -> dict[str, list[PlanCell]]:
-    """{study id: its cells} from the plan the train stage recorded (`data/sweep/plan.json`,
-    version 1: {"runs": [{"config_hash", "config", "cells": [{"study", "label", "seed"}]}]})."""
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-        runs = data["runs"] if data.get("version") == 1 else None
-    except (json.JSONDecodeError, AttributeError, KeyError):
-        runs = None
-    if runs is None:
-        raise PlanFileError(f"{path}: not a version-1 recorded plan; rerun the train stage (dvc repro)")
+    """{study id: its cells} from the plan the train stage recorded (`load_recorded_plan`)."""
     out: dict[str, list[PlanCell]] = {}
-    for run in runs:
-        for c in run["cells"]:
-            out.setdefault(c["study"], []).append(PlanCell(c["study"], c["label"], int(c["seed"]), run["config_hash"]))
+    for run in load_recorded_plan(path):
+        for c in run.cells:
+            out.setdefault(c.study, []).append(PlanCell(c.study, c.label, c.seed, run.config_hash))
     return out
 
 
@@ -132,23 +115,20 @@ def _cell_result(study: str, label: str, seed: int, config_hash: str, run, track
     result = CellResult(study, label, seed, config_hash, status)
     if status != "finished":
         return result
-    local = _download(tracker, run.info.run_id, cache / run.info.run_id)
-    if (local / "config.yaml").exists():
-        result.config = yaml.safe_load((local / "config.yaml").read_text())
-    if (local / "history.json").exists():
-        result.history = normalize_history(json.loads((local / "history.json").read_text()))
-    recorded_lr = sorted(local.rglob(LR_FILE))
-    result.lr_schedule = recorded_lr[0] if recorded_lr else None
-    _final_metrics(result, local, run.data.metrics)
+    recorded = RunFolder(_download(tracker, run.info.run_id, cache / run.info.run_id))
+    result.config = recorded.read_config()
+    result.history = normalize_history(recorded.read_history())
+    result.lr_schedule = recorded.lr_schedule if recorded.lr_schedule.is_file() else None
+    _final_metrics(result, recorded, run.data.metrics)
     return result
 
 
-def _final_metrics(result: CellResult, local: Path, metrics: Mapping[str, float]) -> None:
+def _final_metrics(result: CellResult, recorded: RunFolder, metrics: Mapping[str, float]) -> None:
     """Each split's Recall@N from its saved predictions (per-query hits kept), else the logged metrics."""
     for s in EVAL_SPLITS:
-        dataset, pred = s.key, local / "predictions" / s.folder
-        if (pred / "predictions.npz").exists():
-            data = np.load(pred / "predictions.npz", allow_pickle=False)
+        dataset, pred = s.key, recorded.recorded_predictions(s.folder)
+        if (pred / RESULT_PREDICTIONS).exists():
+            data = np.load(pred / RESULT_PREDICTIONS, allow_pickle=False)
             ns = [int(n) for n in data["recall_at"]]
             hits = np.asarray(data["hits"], dtype=bool)
             result.ns = ns
@@ -177,15 +157,13 @@ def _recalls(values: Mapping[str, float], key_of: Callable[[int], str]) -> dict[
 
 
 def _download(tracker: Tracker, run_id: str, dst: Path) -> Path:
-    """Artifacts of a run (except checkpoints) into `dst`, once."""
+    """Artifacts of a run into `dst`, once."""
     marker = dst / ".complete"
     if marker.exists():
         return dst
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per file is noise
     dst.mkdir(parents=True, exist_ok=True)
     for item in tracker.client.list_artifacts(run_id):
-        if item.path.endswith(".pt"):
-            continue  # checkpoints are not needed for reports
         tracker.client.download_artifacts(run_id, item.path, str(dst))
     marker.write_text("ok")
     return dst

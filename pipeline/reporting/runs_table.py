@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from pipeline.data.catalog import EVAL_SPLITS, VALIDATION, recall_metric
-from pipeline.sweeps.tracking import STATUS_TAG, Tracker
+from pipeline.tracking.store import STATUS_TAG, Tracker
 
 if TYPE_CHECKING:
     from pipeline.reporting.collect import CellResult

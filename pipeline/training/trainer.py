@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from pipeline.components.losses import build_loss, build_miner
 from pipeline.components.optim import build_optimizer, build_scheduler
 from pipeline.config import RunConfig, config_hash, dump_config
-from pipeline.data.catalog import VALIDATION, recall_metric
+from pipeline.data.catalog import BEST_VAL_R1, VAL_R1, VALIDATION, recall_metric
 from pipeline.data.datasets import EvalDataset, PlaceBatchSampler, TrainPlacesDataset, collate_places
 from pipeline.data.device_augment import DeviceAugment
 from pipeline.data.device_decode import DeviceDecoder, decoded_batches
@@ -32,21 +32,15 @@ from pipeline.errors import UserError
 from pipeline.evaluation import evaluate
 from pipeline.models import model_from_config
 from pipeline.models.checkpoints import load_checkpoint, save_checkpoint
+from pipeline.runs.folder import RunFolder
 from pipeline.training.lr_log import LRLog
 from pipeline.evaluation.device import resolve_channels_last, resolve_device, resolve_precision
 from pipeline.training.reproducibility import make_deterministic, rng_state, set_rng_state
 
 log = logging.getLogger(__name__)
 
-LAST, BEST = "last.pt", "best.pt"
-
 # Called after every epoch with (epoch, metrics); may raise to stop the run (Optuna pruning).
 EpochCallback = Callable[[int, dict[str, float]], None]
-
-
-# Per-epoch validation Recall@1 (history, model selection) and the summary's best value.
-VAL_R1 = recall_metric(VALIDATION.key, 1, per_epoch=True)
-BEST_VAL_R1 = recall_metric(VALIDATION.key, 1)
 
 
 class NonFiniteLossError(UserError, RuntimeError):
@@ -86,10 +80,11 @@ def train(cfg: RunConfig, out_dir: str | Path | None = None, resume: bool = Fals
     """
     out = Path(out_dir) if out_dir else default_run_dir(cfg)
     out.mkdir(parents=True, exist_ok=True)
-    if (out / LAST).exists() and not resume:
-        raise RunFolderInUse(f"{out / LAST} exists: pass --resume to continue that run, or choose "
+    folder = RunFolder(out)
+    if folder.last_checkpoint.exists() and not resume:
+        raise RunFolderInUse(f"{folder.last_checkpoint} exists: pass --resume to continue that run, or choose "
                              "another --out")
-    dump_config(cfg, out / "config.yaml")
+    dump_config(cfg, folder.config)
     device = resolve_device(cfg.training.device)
     make_deterministic(cfg.seed, deterministic_kernels=device.type == "cpu")
     precision = resolve_precision(cfg.training.precision, device)
@@ -118,14 +113,14 @@ def train(cfg: RunConfig, out_dir: str | Path | None = None, resume: bool = Fals
     scheduler = build_scheduler(cfg.scheduler, optimizer, steps_per_epoch=len(sampler),
                                 epochs=cfg.training.epochs)
     state = TrainState()
-    if resume and (out / LAST).exists():
-        state = _restore(out / LAST, model, loss_fn, optimizer, scheduler)
+    if resume and folder.last_checkpoint.exists():
+        state = _restore(folder.last_checkpoint, model, loss_fn, optimizer, scheduler)
         log.info("resumed %s at epoch %d", out, state.epoch)
     lr_log = LRLog(out)
     lr_log.restore(state.epoch)
     log.info("%r\n%r\n%r", train_set, val_set, model)
 
-    ctx = _Context(cfg, device, precision, channels_last, out, progress, lr_log)
+    ctx = _Context(cfg, device, precision, channels_last, folder, progress, lr_log)
     _run_epochs(ctx, state, model, loader, sampler, val_set, loss_fn, miner, optimizer, scheduler,
                 callbacks or [])
     summary = {"run_dir": str(out), "config_hash": config_hash(cfg), "epochs": state.epoch,
@@ -133,7 +128,7 @@ def train(cfg: RunConfig, out_dir: str | Path | None = None, resume: bool = Fals
                # What "auto" resolved to on this machine (the config keeps "auto", and so the hash).
                "precision": precision, "channels_last": channels_last,
                "final": state.history[-1] if state.history else {}}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    folder.summary.write_text(json.dumps(summary, indent=2))
     return summary
 
 
@@ -143,7 +138,7 @@ class _Context:
     device: torch.device
     precision: str
     channels_last: bool
-    out: Path
+    out: RunFolder
     progress: bool
     lr_log: LRLog
     _compiled: Any = None
@@ -183,12 +178,12 @@ def _run_epochs(ctx: _Context, state: TrainState, model, loader, sampler, val_se
         if improved:
             state.best_recall1, state.best_epoch = metrics[VAL_R1], epoch
         ctx.lr_log.write()  # before last.pt: a resume keeps only the rows of checkpointed epochs
-        _save(ctx.out / LAST, cfg, state, model, loss_fn, optimizer, scheduler)
+        _save(ctx.out.last_checkpoint, cfg, state, model, loss_fn, optimizer, scheduler)
         if improved:
             save_checkpoint({"config": cfg.to_dict(), "epoch": epoch, "metrics": metrics,
-                             "model": model.state_dict()}, ctx.out / BEST)
-            result.save(ctx.out / "val_predictions")
-        (ctx.out / "history.json").write_text(json.dumps(state.history, indent=2))
+                             "model": model.state_dict()}, ctx.out.best_checkpoint)
+            result.save(ctx.out.val_predictions)
+        ctx.out.history.write_text(json.dumps(state.history, indent=2))
         log.info("epoch %d: %s", epoch, ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
         if ctx.progress:
             tqdm.write(f"epoch {epoch}: loss {train_loss:.4f}, " +

@@ -28,7 +28,7 @@ from pipeline.reporting.figures.qualitative import qualitative_retrievals, selec
 
 if TYPE_CHECKING:
     from pipeline.reporting.collect import CellResult
-    from pipeline.sweeps.study import Study
+    from pipeline.studies.study import Study
 
 __all__ = [
     "DPI", "LRSchedule", "Style", "describe_scheduler", "label_styles", "lr_schedules", "qualitative_retrievals",

@@ -18,7 +18,7 @@ from pipeline.reporting.figures.common import add_note, label_styles, save_figur
 
 if TYPE_CHECKING:
     from pipeline.reporting.collect import CellResult
-    from pipeline.sweeps.study import Study
+    from pipeline.studies.study import Study
 
 log = logging.getLogger(__name__)
 

@@ -1,13 +1,11 @@
-"""Learning-rate schedules as the runs recorded them (seed 003 Fig. 1).
+"""Learning-rate schedules as the runs recorded them (paper 003 Fig. 1).
 
-The trainer writes `lr_schedule.csv` (header `step,epoch,lr`, one row per optimizer step: the LR
-that step used) into its run folder and the sweep logs it as an MLflow artifact; this module plots
-that file. Nothing is re-simulated: a run without the file is named in a "not recorded" note.
+The trainer logs the LR of every optimizer step into its run folder (`pipeline.runs.lr_schedule`)
+and the sweep logs that file as an MLflow artifact; this module plots it. Nothing is re-simulated: a run without the file is named in a "not recorded" note.
 """
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import textwrap
@@ -20,7 +18,8 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from pipeline.errors import UserError
+from pipeline.runs.folder import LR_SCHEDULE
+from pipeline.runs.lr_schedule import LRScheduleFileError, read_lr_rows
 from pipeline.reporting.figures.common import (MARKERS, Style, add_note, label_styles, save_figure,
                                                skipped_note, style_keys)
 
@@ -29,14 +28,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-LR_FILE = "lr_schedule.csv"
-LR_HEADER = ("step", "epoch", "lr")
 # The LR plot uses a log y-axis when the largest LR exceeds the smallest positive one this many times.
 LOG_RANGE = 100.0
-
-
-class LRScheduleFileError(UserError):
-    """A recorded `lr_schedule.csv` cannot be read; the message names the file and what is wrong."""
 
 
 @dataclass(frozen=True)
@@ -57,16 +50,9 @@ class LRSchedule:
 
 
 def read_lr_schedule(path: str | Path) -> LRSchedule:
-    """Parse a run's `lr_schedule.csv`; a wrong header or value raises LRScheduleFileError naming it."""
-    path = Path(path)
-    with path.open(newline="") as f:
-        rows = list(csv.reader(f))
-    if not rows or tuple(c.strip() for c in rows[0]) != LR_HEADER:
-        raise LRScheduleFileError(f"{path}: header must be {','.join(LR_HEADER)}, got {rows[0] if rows else 'nothing'}")
-    try:
-        records = sorted((int(s), int(e), float(v)) for s, e, v in rows[1:])
-    except ValueError as err:
-        raise LRScheduleFileError(f"{path}: every row must be step (int), epoch (int), lr (float): {err}") from None
+    """A run's recorded learning-rate log (`pipeline.runs.lr_schedule`) as a plottable schedule;
+    a wrong header or value, or no step at all, raises LRScheduleFileError naming the file."""
+    records = read_lr_rows(path)
     if not records:
         raise LRScheduleFileError(f"{path}: no optimizer step recorded")
     epochs = np.array([e for _, e, _ in records])
@@ -110,7 +96,7 @@ def recorded_schedules(cells: Sequence[CellResult]) -> tuple[dict[str, tuple[LRS
         if cell.status != "finished":
             reasons[id(cell)] = cell.status or "unknown status"
         elif cell.lr_schedule is None:
-            reasons[id(cell)] = f"LR not recorded (no {LR_FILE})"
+            reasons[id(cell)] = f"LR not recorded (no {LR_SCHEDULE})"
         else:
             sched = read_lr_schedule(cell.lr_schedule)
             groups.setdefault(sched.key(), (sched, []))[1].append(cell)

@@ -119,12 +119,12 @@ def write_tuning_figures(tuning: Any, storage: Any, out: str | Path) -> list[Pat
     """The figures of every optimizer study of `tuning` found in `storage`, into `out`."""
     import optuna
 
-    from pipeline.sweeps.tuning import study_name
+    from pipeline.tuning.search import optuna_study_name
 
     studies = {}
     for opt in tuning.optimizers:
         try:
-            studies[opt] = optuna.load_study(study_name=study_name(tuning, opt), storage=storage)
+            studies[opt] = optuna.load_study(study_name=optuna_study_name(tuning, opt), storage=storage)
         except KeyError:
             continue
     if not studies:
@@ -133,22 +133,24 @@ def write_tuning_figures(tuning: Any, storage: Any, out: str | Path) -> list[Pat
     return _history(studies, out) + _lr_wd(studies, out) + _importances(studies, out)
 
 
-def write_all_tuning_figures(experiments: str | Path, out_root: str | Path, storage_url: str | None = None,
-                             journal_root: str | Path = "optuna") -> list[Path]:
-    """Figures of every tuning file `<experiments>/tune_*.yaml` into `<out_root>/<tuning id>/`.
+def write_all_tuning_figures(studies: Sequence[str | Path], out_root: str | Path, storage_url: str | None = None,
+                             journal_dir: str | Path = "optuna") -> list[Path]:
+    """Figures of every tuning file among `studies` (folders: their tune_*.yaml) into
+    `<out_root>/<tuning id>/`.
 
     Storage: `storage_url` (an RDB URL shared by every tuning) or, by default, each tuning's
-    journal `<journal_root>/<id>.journal` as `vpr tune run` names it; a tuning without a journal
-    (never run) is skipped.
+    journal file as `vpr tune run` names it (`journal_path`); a tuning without one (never run)
+    is skipped.
     """
-    from pipeline.sweeps.tuning import load_tuning, open_storage
+    from pipeline.tuning.storage import journal_path, open_storage
+    from pipeline.tuning.tuning_file import find_tuning_files, load_tuning
 
     written: list[Path] = []
-    for path in sorted(Path(experiments).glob("tune_*.yaml")):
+    for path in find_tuning_files(studies, required=False):
         tuning = load_tuning(path)
-        if not storage_url and not (Path(journal_root) / f"{tuning.id}.journal").is_file():
-            log.info("tuning %s: no journal under %s, no figures", tuning.id, journal_root)
+        if not storage_url and not journal_path(tuning.id, journal_dir).is_file():
+            log.info("tuning %s: no journal under %s, no figures", tuning.id, journal_dir)
             continue
-        storage, _ = open_storage(storage_url, tuning.id, journal_root)
+        storage, _ = open_storage(storage_url, tuning.id, journal_dir)
         written += write_tuning_figures(tuning, storage, Path(out_root) / tuning.id)
     return written

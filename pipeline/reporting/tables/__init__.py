@@ -18,7 +18,7 @@ from pipeline.reporting.tables.render import (LATEX_PACKAGES, MISSING_MD, MISSIN
 
 if TYPE_CHECKING:
     from pipeline.reporting.collect import CellResult
-    from pipeline.sweeps.study import Study
+    from pipeline.studies.study import Study
 
 __all__ = [
     "LATEX_PACKAGES", "METRICS", "MISSING_MD", "MISSING_TEX", "RANK_DATASETS", "TOP_K", "Entry", "Row", "Table",

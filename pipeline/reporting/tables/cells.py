@@ -18,7 +18,7 @@ from pipeline.reporting.tables.render import Entry, Row
 
 if TYPE_CHECKING:  # only for type hints: the tables read CellResult's attributes
     from pipeline.reporting.collect import CellResult
-    from pipeline.sweeps.study import Study
+    from pipeline.studies.study import Study
 
 # Header of a label part by the grid key it comes from (`model.aggregator.name` -> Aggregator).
 COMPONENT_HEADERS: Final = {"model.aggregator.name": "Aggregator", "loss.name": "Loss", "miner.name": "Miner",

@@ -31,7 +31,7 @@ from pipeline.reporting.tables.render import Entry, Row, Table
 
 if TYPE_CHECKING:
     from pipeline.reporting.collect import CellResult
-    from pipeline.sweeps.study import Study
+    from pipeline.studies.study import Study
 
 METRICS: Final = (1, 5)                      # Recall@N columns, as the papers print them
 TOP_K: Final = 3                             # seed 004 Table VII keeps the top three

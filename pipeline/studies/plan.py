@@ -2,10 +2,10 @@
 
 Each cell x seed of a study is resolved as the layers, in order:
 
-    recipe defaults <- study.base <- grid point <- variant.set <- {seed}     (pipeline.sweeps.study)
+    recipe defaults <- study.base <- grid point <- variant.set <- {seed}     (pipeline.studies.study)
                     <- profile run.set <- min(epochs, profile run.max_epochs) <- dataset roots
 
-with `pipeline.config.config_from_layers` (a layer that changes a component's name replaces that
+with `pipeline.profile.apply_profile` (a layer that changes a component's name replaces that
 section). The profile layer scales a run (image size, batches, workers) and may not change what
 is compared (`pipeline.profile.PROFILE_FIXED`). `plan` merges cells with the same `config_hash`
 into one `PlannedRun`, so a run that serves several tables is trained once.
@@ -27,10 +27,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.config import RunConfig, config_from_dict, config_from_layers, config_hash
+from pipeline.config import RunConfig, config_from_dict, config_hash
 from pipeline.errors import UserError
-from pipeline.profile import load_profile, load_roots, roots_layer, run_scale
-from pipeline.sweeps.study import Study, cell_stacks, load_study
+from pipeline.profile import apply_profile, load_profile, load_roots, run_scale
+from pipeline.studies.study import TUNED_DIR, Study, cell_stacks, load_study
 
 __all__ = ["PLAN_VERSION", "Cell", "PlannedRun", "expand_study", "load_recorded_plan", "plan", "plan_records",
            "resolve_cell", "write_plan"]
@@ -73,20 +73,16 @@ def expand_study(study: Study, profile: Mapping[str, Any] | None = None,
     `profile` is one profile of params.yaml (its `run:` section is used); `roots` the dataset
     roots from the prepare stage. Raises ConfigError naming the file, the cell and the key.
     """
-    scale = run_scale(profile)
-    data = roots_layer(roots)
+    run_scale(profile)  # a wrong profile fails once, before any cell
     cells = []
     for cell in cell_stacks(study, tuned_dir):
-        stack = [*cell.layers, scale.layer]
-        cfg = config_from_layers([*stack, data], cell.source)
-        if scale.max_epochs is not None and cfg.training.epochs > scale.max_epochs:
-            cfg = config_from_layers([*stack, {"training": {"epochs": scale.max_epochs}}, data], cell.source)
+        cfg = apply_profile(cell.layers, profile, roots, cell.source)
         cells.append(Cell(study.id, cell.label, cell.seed, cfg, config_hash(cfg)))
     return cells
 
 
 def plan(studies: Iterable[Study], profile: Mapping[str, Any] | None = None,
-         roots: Mapping[str, str] | None = None, tuned_dir: str | Path | None = "reports/tuning") -> list[PlannedRun]:
+         roots: Mapping[str, str] | None = None, tuned_dir: str | Path | None = TUNED_DIR) -> list[PlannedRun]:
     """Expand every study and merge cells with the same config hash into one PlannedRun.
 
     Order is stable: runs appear in the order of their first cell (studies in the given order,
@@ -108,7 +104,7 @@ class CellNotFound(UserError):
 
 def resolve_cell(study: str, label: str, seed: int | None = None, params: str | Path = "params.yaml",
                  prepared: str | Path = "data/prepared", experiments: str | Path = "experiments",
-                 tuned_dir: str | Path | None = "reports/tuning") -> Cell:
+                 tuned_dir: str | Path | None = TUNED_DIR) -> Cell:
     """One cell of a study resolved as the sweep resolves it (profile of `params`, prepared roots
     when the prepare stage has run): `vpr config show`."""
     path = Path(study)
@@ -159,13 +155,19 @@ def load_recorded_plan(path: str | Path) -> list[PlannedRun]:
     try:
         data = json.loads(path.read_text())
     except json.JSONDecodeError as err:
-        raise PlanFileError(f"{path}: not a JSON plan ({err})") from None
-    if data.get("version") != PLAN_VERSION:
-        raise PlanFileError(f"{path}: plan version {data.get('version')!r}, expected {PLAN_VERSION}; rerun "
-                            "the train stage")
+        raise PlanFileError(f"{path}: not a JSON plan ({err}); rerun the train stage (dvc repro)") from None
+    version = data.get("version") if isinstance(data, dict) else None
+    if version != PLAN_VERSION:
+        raise PlanFileError(f"{path}: plan version {version!r}, expected {PLAN_VERSION}; rerun the train "
+                            "stage (dvc repro)")
     planned = []
-    for run in data["runs"]:
-        cfg = config_from_dict(run["config"], source=f"{path}: run {run['config_hash']}")
-        cells = [Cell(c["study"], c["label"], int(c["seed"]), cfg, run["config_hash"]) for c in run["cells"]]
-        planned.append(PlannedRun(run["config_hash"], cfg, cells))
+    try:
+        for run in data["runs"]:
+            cfg = config_from_dict(run["config"], source=f"{path}: run {run['config_hash']}")
+            cells = [Cell(c["study"], c["label"], int(c["seed"]), cfg, run["config_hash"]) for c in run["cells"]]
+            planned.append(PlannedRun(run["config_hash"], cfg, cells))
+    except (KeyError, TypeError, ValueError) as err:
+        if isinstance(err, UserError):
+            raise
+        raise PlanFileError(f"{path}: a run lacks {err} or is malformed; rerun the train stage (dvc repro)") from None
     return planned

@@ -20,7 +20,7 @@ import time
 import uuid
 from typing import Any
 
-from pipeline.sweeps.tracking import Tracker
+from pipeline.tracking.store import Tracker
 
 OWNER_TAG = "vpr.owner"
 HEARTBEAT_TAG = "vpr.heartbeat"

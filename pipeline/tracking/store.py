@@ -13,11 +13,9 @@ import fcntl
 import logging
 import os
 import random
-import signal
 import subprocess
-import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -61,7 +59,13 @@ def metric_key(name: str) -> str:
     return name.replace("@", "_at_")
 
 
-def _retry(fn: Callable[[], T], what: str, attempts: int = 8, uri: str | None = None) -> T:
+def safe_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
+    """Numeric entries of a trainer's metrics or summary under MLflow-safe keys (`val_recall_at_1`)."""
+    return {metric_key(k): float(v) for k, v in metrics.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def retry(fn: Callable[[], T], what: str, attempts: int = 8, uri: str | None = None) -> T:
     """Call `fn`, retrying on transient store errors (SQLite 'database is locked', HTTP hiccups).
 
     A store still unreachable after the last attempt is a `TrackingStoreError` naming `uri`.
@@ -97,7 +101,7 @@ class Tracker:
         self.tracking_uri = tracking_uri or default_tracking_uri()
         with _sqlite_init_lock(self.tracking_uri):  # the client creates the schema on construction
             self.client = MlflowClient(tracking_uri=self.tracking_uri)
-            _retry(lambda: self.client.get_experiment_by_name(experiment), "open store", attempts=5,
+            retry(lambda: self.client.get_experiment_by_name(experiment), "open store", attempts=5,
                    uri=self.tracking_uri)
         self.experiment_name = experiment
         self.artifact_root = artifact_root
@@ -129,7 +133,7 @@ class Tracker:
                 if exp is None:
                     raise
                 return exp.experiment_id
-        return _retry(get_or_create, "create experiment")
+        return retry(get_or_create, "create experiment")
 
     # -- finding runs --------------------------------------------------------------------------
     def runs_by_hash(self, kind: str = "run") -> dict[str, Any]:
@@ -148,7 +152,7 @@ class Tracker:
     def search(self, filter_string: str) -> list[Any]:
         out, token = [], None
         while True:
-            page = _retry(lambda: self.client.search_runs([self.experiment_id], filter_string,
+            page = retry(lambda: self.client.search_runs([self.experiment_id], filter_string,
                                                           max_results=1000, page_token=token), "search")
             out.extend(page)
             token = page.token
@@ -157,7 +161,7 @@ class Tracker:
 
     # -- writing ---------------------------------------------------------------------------------
     def create_run(self, name: str, tags: Mapping[str, str]) -> str:
-        run = _retry(lambda: self.client.create_run(self.experiment_id, tags=dict(tags), run_name=name),
+        run = retry(lambda: self.client.create_run(self.experiment_id, tags=dict(tags), run_name=name),
                      "create run")
         return run.info.run_id
 
@@ -172,15 +176,15 @@ class Tracker:
         t = [RunTag(k, str(v)[:5000]) for k, v in (tags or {}).items()]
         for i in range(0, max(len(p), 1), 100):  # MLflow caps params per batch at 100
             chunk = p[i:i + 100]
-            _retry(lambda: self.client.log_batch(run_id, metrics=m if i == 0 else [], params=chunk,
+            retry(lambda: self.client.log_batch(run_id, metrics=m if i == 0 else [], params=chunk,
                                                  tags=t if i == 0 else []), "log")
 
     def log_artifact(self, run_id: str, path: str | Path, artifact_path: str | None = None) -> None:
         path = Path(path)
         if path.is_dir():
-            _retry(lambda: self.client.log_artifacts(run_id, str(path), artifact_path), "log artifacts")
+            retry(lambda: self.client.log_artifacts(run_id, str(path), artifact_path), "log artifacts")
         elif path.exists():
-            _retry(lambda: self.client.log_artifact(run_id, str(path), artifact_path), "log artifact")
+            retry(lambda: self.client.log_artifact(run_id, str(path), artifact_path), "log artifact")
 
     def set_status(self, run_id: str, status: str, error: str | None = None) -> None:
         """Set the sweep status tag and the matching MLflow run state."""
@@ -190,12 +194,19 @@ class Tracker:
         self.log(run_id, tags=tags)
         mlflow_state = {"finished": "FINISHED", "failed": "FAILED"}.get(status)
         if mlflow_state:
-            _retry(lambda: self.client.set_terminated(run_id, mlflow_state), "terminate")
+            retry(lambda: self.client.set_terminated(run_id, mlflow_state), "terminate")
         elif status == "running":
-            _retry(lambda: self.client.update_run(run_id, status="RUNNING"), "update run")
+            retry(lambda: self.client.update_run(run_id, status="RUNNING"), "update run")
 
     def metric_history(self, run_id: str, key: str) -> list[Any]:
-        return _retry(lambda: self.client.get_metric_history(run_id, metric_key(key)), "metric history")
+        return retry(lambda: self.client.get_metric_history(run_id, metric_key(key)), "metric history")
+
+
+def epoch_logger(tracker: Tracker, run_id: str) -> Callable[[int, dict[str, float]], None]:
+    """The trainer callback of sweep runs and tuning trials: log an epoch's metrics at step=epoch."""
+    def log_epoch(epoch: int, metrics: dict[str, float]) -> None:
+        tracker.log(run_id, metrics={k: v for k, v in safe_metrics(metrics).items() if k != "epoch"}, step=epoch)
+    return log_epoch
 
 
 @contextmanager
@@ -242,76 +253,3 @@ def git_commit(cwd: str | Path = ".") -> str:
         return sha + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
-
-
-def study_parent_runs(tracker: Tracker, studies: Iterable[str]) -> dict[str, str]:
-    """One parent MLflow run per study (created once, reused by reruns); returns study -> run id.
-
-    A reused parent is RUNNING again until `end_study_runs` ends it.
-    """
-    existing = {r.data.tags.get("vpr.study"): r for r in tracker.search(f"tags.`{KIND_TAG}` = 'study'")}
-    out = {}
-    for study in studies:
-        run = existing.get(study)
-        if run is None:
-            out[study] = tracker.create_run(study, {KIND_TAG: "study", "vpr.study": study})
-            continue
-        out[study] = run.info.run_id
-        if run.info.status != "RUNNING":
-            _retry(lambda: tracker.client.update_run(out[study], status="RUNNING"), "reopen study run")
-    return out
-
-
-def end_parent_run(tracker: Tracker, run_id: str, status: str) -> None:
-    """End a study or tuning parent run as FINISHED, FAILED or KILLED."""
-    _retry(lambda: tracker.client.set_terminated(run_id, status), "end parent run")
-
-
-def end_study_runs(tracker: Tracker, hashes_by_study: Mapping[str, Iterable[str]], interrupted: bool) -> dict[str, str]:
-    """End each study's parent run: FINISHED when every run of it is finished, else KILLED when the
-    sweep was interrupted, FAILED otherwise. Returns study -> status (studies with a parent run)."""
-    parents = {r.data.tags.get("vpr.study"): r.info.run_id for r in tracker.search(f"tags.`{KIND_TAG}` = 'study'")}
-    by_hash = tracker.runs_by_hash()
-    ended = {}
-    for study, hashes in hashes_by_study.items():
-        if study not in parents:
-            continue
-        done = all(h in by_hash and by_hash[h].data.tags.get(STATUS_TAG) == "finished" for h in hashes)
-        ended[study] = "FINISHED" if done else "KILLED" if interrupted else "FAILED"
-        end_parent_run(tracker, parents[study], ended[study])
-    return ended
-
-
-@contextmanager
-def study_runs_open(tracking_uri: str, experiment: str,
-                    hashes_by_study: Mapping[str, Iterable[str]]) -> Iterator[None]:
-    """Around a sweep: on the way out (finished, failed, Ctrl-C or SIGTERM) end the studies' parent
-    runs by the state of their runs, so none stays RUNNING after the sweep is gone.
-
-    With `--shard`, `hashes_by_study` holds this machine's share; the last machine to end writes last.
-    """
-    hashes = {s: list(h) for s, h in hashes_by_study.items()}
-    restore = _sigterm_as_interrupt()
-    interrupted = False
-    try:
-        yield
-    except KeyboardInterrupt:
-        interrupted = True
-        raise
-    finally:
-        restore()
-        ended = end_study_runs(Tracker(tracking_uri, experiment), hashes, interrupted)
-        if ended:
-            log.info("study runs ended: %s", ended)
-
-
-def _sigterm_as_interrupt() -> Callable[[], None]:
-    """Make SIGTERM raise KeyboardInterrupt (as Ctrl-C does) in the main thread; returns the undo."""
-    if threading.current_thread() is not threading.main_thread():
-        return lambda: None
-
-    def interrupt(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    return lambda: signal.signal(signal.SIGTERM, previous)

@@ -14,7 +14,7 @@ from pathlib import Path
 # What a run imports on first use (the best model's logging, losses and miners, backbones, the
 # trainer and its evaluation), loaded here once so that the first run finds them in sys.modules.
 WARM_MODULES = ("mlflow.pytorch", "pytorch_metric_learning.losses", "pytorch_metric_learning.miners",
-                "torchvision.models", "pipeline.evaluation.from_checkpoint", "pipeline.sweeps.execute",
+                "torchvision.models", "pipeline.evaluation.from_checkpoint", "pipeline.execution.run",
                 "pipeline.training.trainer")
 
 
@@ -23,7 +23,7 @@ def warm_up(tracking_uri: str | None = None) -> None:
     (MLflow keeps one store per URI in a process, so the runs reuse it)."""
     for module in WARM_MODULES:
         importlib.import_module(module)
-    from pipeline.sweeps.tracking import Tracker
+    from pipeline.tracking.store import Tracker
 
     if tracking_uri and _store_exists(tracking_uri):
         Tracker(tracking_uri)  # under the store's init lock, like every other opening

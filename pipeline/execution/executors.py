@@ -1,14 +1,15 @@
-"""Where a sweep's runs execute. An executor takes run specs and reports each run's outcome.
+"""Where jobs (runs, tuning shares) execute. An executor takes spec files and reports each outcome.
 
-`LocalExecutor` (today's only one) keeps one long-lived worker process per slot
-(`python -m pipeline.sweeps.worker`, started by `pipeline.sweeps.processes`) and hands it run
-after run over a pipe, so a run pays no interpreter start and imports. A worker that dies
-(killed, out of memory) fails only its current run; the next run on that slot starts a fresh
-worker. Guarantees that outlive any executor live in the run itself: the run folder's lock, its
-resume checkpoint and the MLflow record (`pipeline.sweeps.execute`).
+`LocalExecutor` keeps one long-lived worker process per slot (`python -m pipeline.execution.worker`,
+started by `pipeline.execution.processes`) and hands it job after job over a pipe, so a job pays
+no interpreter start and imports. A worker that dies (killed, out of memory) fails only its
+current job; the next job on that slot starts a fresh worker. Guarantees that outlive any
+executor live in the run itself: the run folder's lock, its resume checkpoint and the MLflow
+record (`pipeline.execution.run`).
 
-A new executor (e.g. Ray: one task per run, resources per task) implements `Executor` in its own
-module; the runner only calls `slots`, `submit`, `completed` and `close`.
+`RayExecutor` (`pipeline.execution.ray_executor`) places each job as a Ray task. A new executor
+implements `Executor` in its own module; `drain` only calls `slots`, `submit`, `completed`,
+`describe` and `close`.
 """
 
 from __future__ import annotations
@@ -17,33 +18,46 @@ import select
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Callable, Protocol
 
-from pipeline.sweeps.processes import cuda_device_count, spawn_worker
+from pipeline.execution.processes import cuda_device_count, spawn_worker
+from pipeline.execution.protocol import FAILED, OUTCOMES, Outcome
 
-__all__ = ["BUSY", "FINISHED", "Executor", "LocalExecutor", "outcome_of"]
+__all__ = ["Executor", "LocalExecutor", "WORKER_MODULE", "drain"]
 
-FINISHED, BUSY = 0, 3  # worker exit/reply codes: finished; another process holds the run
-
-
-def outcome_of(code: int) -> str:
-    """A worker's reply code as the sweep reports it: finished, busy or failed."""
-    return {FINISHED: "finished", BUSY: "busy"}.get(code, "failed")
+WORKER_MODULE = "pipeline.execution.worker"
 
 
 class Executor(Protocol):
-    """Runs specs (files written by the runner) and reports (key, reply code) when each ends."""
+    """Executes spec files (`pipeline.execution.protocol`) and reports (key, outcome) as each ends."""
 
     slots: int
 
     def submit(self, key: str, spec_path: Path) -> None:
-        """Start the run of `spec_path` (the caller never submits more than `slots` at once)."""
+        """Start the job of `spec_path` (the caller never submits more than `slots` at once)."""
 
-    def completed(self, timeout: float) -> list[tuple[str, int]]:
-        """(key, code) of the runs that ended, waiting at most `timeout` seconds for one."""
+    def completed(self, timeout: float) -> list[tuple[str, Outcome]]:
+        """(key, outcome) of the jobs that ended, waiting at most `timeout` seconds for one."""
+
+    def describe(self) -> str:
+        """Where the jobs run, for the log: one line."""
 
     def close(self) -> None:
         """Stop every worker (idle ones exit; busy ones are killed)."""
+
+
+def drain(executor: Executor, jobs: list[tuple[str, Path]], on_done: Callable[[str, Outcome], None]) -> None:
+    """Execute `jobs` ((key, spec path), in order) with at most `executor.slots` at once; call
+    `on_done(key, outcome)` as each ends. The executor is left open (its owner closes it)."""
+    queue, running = list(jobs), set()
+    while queue or running:
+        while queue and len(running) < executor.slots:
+            key, spec_path = queue.pop(0)
+            running.add(key)
+            executor.submit(key, spec_path)
+        for key, outcome in executor.completed(timeout=1.0):
+            running.discard(key)
+            on_done(key, outcome)
 
 
 @dataclass
@@ -57,6 +71,10 @@ class LocalExecutor:
     """`slots` long-lived worker processes on this machine (one per GPU slot, or sharing the cores).
 
     `tracking_uri`: the MLflow store the workers open while they warm up (`warm_up`)."""
+
+    def describe(self) -> str:
+        """One line for the log."""
+        return f"{self.slots} at a time on this machine"
 
     def __init__(self, slots: int, tracking_uri: str | None = None) -> None:
         self.slots = slots
@@ -72,7 +90,7 @@ class LocalExecutor:
     def _worker(self, index: int) -> subprocess.Popen:
         slot = self._slots[index]
         if slot.proc is None or slot.proc.poll() is not None:
-            slot.proc = spawn_worker("pipeline.sweeps.worker", self._args, index, self.slots, self._devices,
+            slot.proc = spawn_worker(WORKER_MODULE, self._args, index, self.slots, self._devices,
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE)
             slot.used = False
         return slot.proc
@@ -93,8 +111,8 @@ class LocalExecutor:
         self._slots[index].key = key
         self._slots[index].used = True
 
-    def completed(self, timeout: float) -> list[tuple[str, int]]:
-        """Replies of busy workers (one line: the run's code); a dead worker fails its run."""
+    def completed(self, timeout: float) -> list[tuple[str, Outcome]]:
+        """Replies of busy workers (one line: the outcome); a dead worker fails its job."""
         busy = {s.proc.stdout: s for s in self._slots if s.key is not None and s.proc is not None}
         if not busy:
             return []
@@ -102,13 +120,14 @@ class LocalExecutor:
         done = []
         for stream in ready:
             slot = busy[stream]
-            line = stream.readline()
-            if line.strip():
-                code = int(line)
-            else:  # EOF: the worker died mid-run (its run is recorded as interrupted)
-                code = slot.proc.wait() or 1
+            reply = stream.readline().decode().strip()
+            if reply in OUTCOMES:
+                outcome: Outcome = reply  # type: ignore[assignment]
+            else:  # EOF: the worker died mid-job (a run is then recorded as interrupted)
+                slot.proc.wait()
                 slot.proc = None
-            done.append((slot.key, code))
+                outcome = FAILED
+            done.append((slot.key, outcome))
             slot.key = None
         return done
 

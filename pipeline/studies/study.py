@@ -9,7 +9,7 @@ anywhere are cells, and that every cell resolves to a valid `RunConfig`; errors 
 the key and, for a cell, its label.
 
 A cell's own layers are `study.base <- grid point <- variant.set <- {seed}` (`cell_stacks`);
-`pipeline.sweeps.plan` adds the profile's scale and the dataset roots and merges cells into runs.
+`pipeline.studies.plan` adds the profile's scale and the dataset roots and merges cells into runs.
 """
 
 from __future__ import annotations
@@ -21,11 +21,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
+from pydantic import BaseModel, Field, ValidationError, create_model, field_validator
 
+from pipeline import paths
 from pipeline.config import config_from_layers, nest_dotted
 from pipeline.data.catalog import SPLITS
 from pipeline.errors import ConfigError, read_yaml
+from pipeline.components.base import StrictConfig
 from pipeline.components.optim import OPTIMIZERS
 
 __all__ = [
@@ -37,6 +39,7 @@ KINDS = ("final", "per_epoch", "top_k")
 DATASETS = tuple(SPLITS)  # keys of published numbers: the evaluation splits of the catalog
 METRICS = ("R@1", "R@5", "R@10")
 TUNED = "tuned"  # `optimizer: {name: tuned, ...}`: the best values of an Optuna tuning
+TUNED_DIR = paths.TUNED  # default folder of tuned values: <tuned_dir>/<tuning id>/best_params.json
 
 
 class StudyError(ConfigError):
@@ -51,28 +54,24 @@ class StudyError(ConfigError):
 # ---------------------------------------------------------------------------------------------
 # File schema (pydantic); cross-field rules that need the file path live in `load_study`.
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, populate_by_name=False)
-
-
 _Percent = Annotated[float, Field(ge=0, le=100)]
 
 
-class _Metrics(_Strict):
+class _MetricsConfig(StrictConfig):
     r1: _Percent = Field(alias="R@1")
     r5: _Percent = Field(alias="R@5")
     r10: _Percent | None = Field(None, alias="R@10")
 
 
 # One optional entry per evaluation split of the catalog, and the per-epoch series of SF-XS val.
-_PublishedCell = create_model(
-    "_PublishedCell", __base__=_Strict,
-    **{key: (_Metrics | None, None) for key in DATASETS},
-    per_epoch=(dict[Annotated[int, Field(ge=0)], _Metrics] | None, None),
+_PublishedCellConfig = create_model(
+    "_PublishedCellConfig", __base__=StrictConfig,
+    **{key: (_MetricsConfig | None, None) for key in DATASETS},
+    per_epoch=(dict[Annotated[int, Field(ge=0)], _MetricsConfig] | None, None),
 )
 
 
-class _VariantModel(_Strict):
+class _VariantConfig(StrictConfig):
     label: Annotated[str, Field(min_length=1)]
     set_: dict[str, Any] = Field(default_factory=dict, alias="set")
 
@@ -82,7 +81,7 @@ class _VariantModel(_Strict):
         return {} if value is None else value
 
 
-class _StudyModel(_Strict):
+class _StudyFileConfig(StrictConfig):
     study: Annotated[str, Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")]
     paper: Annotated[str, Field(pattern=r"^\d{3}$")]
     reproduces: Annotated[str, Field(min_length=1)]
@@ -91,8 +90,8 @@ class _StudyModel(_Strict):
     base: dict[str, Any] = Field(default_factory=dict)
     seeds: list[Annotated[int, Field(ge=0)]] = Field(default_factory=lambda: [0], min_length=1)
     grid: dict[str, Annotated[list[Any], Field(min_length=1)]] = Field(default_factory=dict)
-    variants: list[_VariantModel] = Field(default_factory=list)
-    published: dict[str, _PublishedCell] = Field(default_factory=dict)
+    variants: list[_VariantConfig] = Field(default_factory=list)
+    published: dict[str, _PublishedCellConfig] = Field(default_factory=dict)
     baseline: str | None = None  # a cell label: the report adds "<cell> Δ <baseline>" rows
     qualitative: list[str] = Field(default_factory=list)  # cell labels the qualitative figure shows
 
@@ -100,7 +99,7 @@ class _StudyModel(_Strict):
     @classmethod
     def _quoted_paper(cls, value: Any) -> Any:
         if isinstance(value, int):  # YAML reads 003 as the number 3
-            raise ValueError(f'write the seed id as a quoted string, e.g. paper: "{value:03d}"')
+            raise ValueError(f'write the paper id as a quoted string, e.g. paper: "{value:03d}"')
         return value
 
     @field_validator("base", "grid", "published", mode="before")
@@ -141,13 +140,13 @@ def _loc_text(loc: Sequence[Any]) -> str:
 def _model_at(loc: Sequence[Any]) -> type[BaseModel] | None:
     """The schema model whose keys live at `loc` (for 'valid keys' hints)."""
     if not loc:
-        return _StudyModel
+        return _StudyFileConfig
     if loc[0] == "variants" and len(loc) == 2:
-        return _VariantModel
+        return _VariantConfig
     if loc[0] == "published" and len(loc) == 2:
-        return _PublishedCell
+        return _PublishedCellConfig
     if loc[0] == "published" and len(loc) in (3, 4):
-        return _Metrics
+        return _MetricsConfig
     return None
 
 
@@ -249,6 +248,11 @@ def _cell_layers(study: Study) -> list[tuple[str, list[dict[str, Any]]]]:
     return cells
 
 
+def tuned_values_path(tuned_dir: str | Path, tuning_id: str) -> Path:
+    """Where `vpr tune run` writes a tuning's best values and studies read them."""
+    return Path(tuned_dir) / tuning_id / "best_params.json"
+
+
 def resolve_tuned(layer: Mapping[str, Any], tuned_dir: str | Path | None, source: str) -> dict[str, Any]:
     """Replace `optimizer: {name: tuned, tuning: <id>, optimizer: <name>}` in a layer by that
     optimizer with the best values of the tuning (`<tuned_dir>/<id>/best_params.json`).
@@ -267,7 +271,7 @@ def resolve_tuned(layer: Mapping[str, Any], tuned_dir: str | Path | None, source
     extra = {k: v for k, v in opt.items() if k not in ("name", "tuning", "optimizer")}
     values: dict[str, Any] = {}
     if tuned_dir is not None:
-        path = Path(tuned_dir) / tuning_id / "best_params.json"
+        path = tuned_values_path(tuned_dir, tuning_id)
         if not path.is_file():
             raise StudyError([f"optimizer: tuned values of {tuning_id!r} not found at {path}; run "
                               f"`vpr tune run experiments/{tuning_id}.yaml` (the DVC stage tune) first"], source)
@@ -341,7 +345,7 @@ def load_study(path: str | Path) -> Study:
     path = Path(path)
     raw = read_yaml(path)
     try:
-        m = _StudyModel.model_validate(raw)
+        m = _StudyFileConfig.model_validate(raw)
     except ValidationError as err:
         raise StudyError(_describe(err), str(path)) from None
     study = Study(

@@ -1,12 +1,16 @@
-"""`RayExecutor`: a sweep's runs as Ray tasks on a Ray cluster (`vpr sweep run --ray ADDRESS`).
+"""`RayExecutor`: jobs as Ray tasks on a Ray cluster (`vpr sweep run --ray`, `vpr tune run --ray`).
 
 Ray places each run on a node with the resources it asks for (a GPU, or a fraction of one, on GPU
 nodes; CPUs on CPU nodes) and, when a node dies, retries the task it was running on another node
 (`max_retries`: Ray's fault tolerance for system failures; a Python error is a recorded run
 failure and is never retried). The retried attempt resumes from the run's last epoch checkpoint
 when `runs/` is on storage every node sees, and starts the run over otherwise. Which attempt may
-execute a run is decided by its claim in the shared MLflow store (`pipeline.sweeps.lease`), not by
+execute a run is decided by its claim in the shared MLflow store (`pipeline.tracking.lease`), not by
 Ray or by one machine's disk, so a run never executes twice at once.
+
+A tuning share (`TuningSpec`) is a job like a run: a worker lost with its node is retried, and
+Optuna marks its running trial failed when the study is next opened; its storage must be one
+every node reaches (an RDB).
 
 Ray is an optional dependency: `pip install -e '.[ray]'`.
 """
@@ -20,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import UserError
-from pipeline.sweeps.executors import BUSY
+from pipeline.execution.protocol import BUSY, FAILED, Outcome
 
 NODE_TAG = "vpr.ray_node"
 MAX_NODE_FAILURES = 3  # node deaths one run survives
@@ -43,23 +47,21 @@ def _check_reachable(address: str, timeout: float = 5.0) -> None:
                              "with `ray start --head --port=6379` (README, Several machines)") from None
 
 
-def _run_on_node(spec_path: str, project_dir: str, threads: int) -> int:
-    """Body of one Ray task: execute one run in this (long-lived) Ray worker process."""
+def _run_on_node(spec_path: str, project_dir: str, threads: int) -> Outcome:
+    """Body of one Ray task: execute one job in this (long-lived) Ray worker process."""
     import ray
     import torch
 
-    from pipeline.sweeps.worker import output_to, run_one
+    from pipeline.execution.worker import execute_logged
 
     os.chdir(project_dir)  # runs/, the SQLite store and dataset roots resolve as on the driver
     torch.set_num_threads(max(1, threads))
     tags = {NODE_TAG: ray.get_runtime_context().get_node_id()}
     deadline = time.time() + LEASE_WAIT_S
-    run_dir = Path(spec_path).parent
     while True:
-        with output_to(run_dir / "worker.log"):
-            code = run_one(spec_path, tags=tags)
-        if code != BUSY or time.time() > deadline:
-            return code
+        outcome = execute_logged(spec_path, tags=tags)
+        if outcome != BUSY or time.time() > deadline:
+            return outcome
         time.sleep(5)  # the holder is alive, or died less than a lease ago: wait, then claim
 
 
@@ -95,11 +97,11 @@ class RayExecutor:
         return f"Ray cluster: {self.cpus:g} CPU and {self.gpus:g} GPU per run"
 
     def submit(self, key: str, spec_path: Path) -> None:
-        """Queue the run of `spec_path` as a Ray task."""
+        """Queue the job of `spec_path` as a Ray task."""
         ref = self._task.remote(str(spec_path), os.getcwd(), max(1, int(self.cpus)))
         self._pending[ref] = key
 
-    def completed(self, timeout: float) -> list[tuple[str, int]]:
+    def completed(self, timeout: float) -> list[tuple[str, Outcome]]:
         """(key, code) of tasks that ended; a task lost to more node deaths than allowed fails."""
         if not self._pending:
             return []
@@ -108,9 +110,9 @@ class RayExecutor:
         for ref in done:
             key = self._pending.pop(ref)
             try:
-                out.append((key, int(self._ray.get(ref))))
+                out.append((key, self._ray.get(ref)))
             except self._ray.exceptions.RayError:
-                out.append((key, 1))
+                out.append((key, FAILED))
         return out
 
     def close(self) -> None:
@@ -118,38 +120,3 @@ class RayExecutor:
         for ref in self._pending:
             self._ray.cancel(ref, force=True)
         self._pending.clear()
-
-
-def _tuning_worker_on_node(spec_paths: list[str], index: int, project_dir: str, threads: int) -> list[str]:
-    """Body of one Ray task: one tuning worker (`pipeline.sweeps.tune_worker`) on this node."""
-    import torch
-
-    from pipeline.sweeps import tune_worker
-
-    os.chdir(project_dir)
-    torch.set_num_threads(max(1, threads))
-    return tune_worker.run_specs(spec_paths, index)
-
-
-def run_tuning_workers_on_ray(address: str, spec_paths: list[Path], workers: int, cpus: float | None = None,
-                              gpus: float | None = None) -> list[list[str | None]]:
-    """Run `workers` tuning workers as Ray tasks sharing the tunings' Optuna storage; per worker,
-    its outcome of each tuning (`tune_worker.OK` or `FAILED`; None for a worker lost for good).
-
-    A worker lost with its node is retried (Optuna marks its running trial failed when the study is
-    reopened, as for a killed local worker); the storage must be one every node reaches (RDB)."""
-    executor = RayExecutor(address, cpus=cpus, gpus=gpus)
-    ray = executor._ray
-    task = ray.remote(_tuning_worker_on_node).options(
-        num_cpus=executor.cpus, num_gpus=executor.gpus, max_retries=MAX_NODE_FAILURES, retry_exceptions=False)
-    refs = [task.remote([str(p) for p in spec_paths], i, os.getcwd(), max(1, int(executor.cpus)))
-            for i in range(workers)]
-    print(f"{workers} tuning worker(s) as Ray tasks on {address} ({executor.cpus:g} CPU, "
-          f"{executor.gpus:g} GPU each)", flush=True)
-    outcomes: list[list[str | None]] = []
-    for ref in refs:
-        try:
-            outcomes.append(list(ray.get(ref)))
-        except ray.exceptions.RayError:
-            outcomes.append([None] * len(spec_paths))
-    return outcomes

@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import random
@@ -24,13 +23,14 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.data.catalog import SPLITS, VALIDATION
+from pipeline.data.index import IMAGE_SUFFIXES
 from pipeline.errors import UserError
-from pipeline.sweeps.tracking import Tracker, _retry
+from pipeline.runs.folder import CONFIG, RunFolder
+from pipeline.tracking.store import Tracker, retry
 
 log = logging.getLogger(__name__)
 
 MODEL_NAME = "model"                      # runs:/<run id>/model
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 
 class RunModelError(UserError):
@@ -73,7 +73,7 @@ def log_datasets(tracker: Tracker, run_id: str, config: Mapping[str, Any]) -> No
         inputs.append(DatasetInput(dataset._to_mlflow_entity(), [InputTag(MLFLOW_DATASET_CONTEXT, context)]))
     for attempt in range(5 if inputs else 0):
         try:
-            _retry(lambda: tracker.client.log_inputs(run_id, datasets=inputs), "log datasets")
+            retry(lambda: tracker.client.log_inputs(run_id, datasets=inputs), "log datasets")
             return
         except Exception as err:
             # Two workers logging the same new dataset at once: one insert wins, the other violates
@@ -110,18 +110,16 @@ def log_best_model(tracker: Tracker, run_id: str, checkpoint: str | Path, precis
         mlflow.end_run("RUNNING")  # leaving the block would mark the run FINISHED; the sweep decides
 
 
-def evaluated_precision(run_dir: Path) -> str:
-    """bf16 when every evaluation the run recorded computed in bf16 (training's, in summary.json;
-    validation's and each test's, in their summary.json), else fp32, which stores the weights as
-    they are (e.g. a run trained in bf16 and tested on a machine without it)."""
-    summaries = [run_dir / "summary.json", *run_dir.glob("val_predictions/summary.json"),
-                 *run_dir.glob("test/*/summary.json")]
-    found = [json.loads(p.read_text()).get("precision") for p in summaries if p.exists()]
+def evaluated_precision(folder: RunFolder) -> str:
+    """bf16 when every evaluation the run recorded computed in bf16 (training's summary,
+    validation's and each test's), else fp32, which stores the weights as they are (e.g. a run
+    trained in bf16 and tested on a machine without it)."""
+    found = [summary.get("precision") for summary in folder.evaluation_summaries()]
     return "bf16" if found and all(p == "bf16" for p in found) else "fp32"
 
 
 def model_from_run(run_id: str, tracking_uri: str | None = None, config_dir: str | Path | None = None):
-    """(network, config dict) of run `run_id`: its MLflow model and its config.yaml artifact
+    """(network, config dict) of run `run_id`: its MLflow model and its config artifact
     (downloaded into `config_dir`, default a temporary folder)."""
     import mlflow
     import mlflow.pytorch
@@ -131,10 +129,10 @@ def model_from_run(run_id: str, tracking_uri: str | None = None, config_dir: str
     mlflow.set_tracking_uri(tracker.tracking_uri)
     try:
         model = mlflow.pytorch.load_model(f"runs:/{run_id}/{MODEL_NAME}", map_location="cpu")
-        config_file = tracker.client.download_artifacts(run_id, "config.yaml",
+        config_file = tracker.client.download_artifacts(run_id, CONFIG,
                                                         str(config_dir) if config_dir else None)
     except Exception as err:  # MlflowException for unknown runs and models, OSError for missing files
-        raise RunModelError(f"--run {run_id}: no MLflow model or config.yaml in store {tracker.tracking_uri} "
+        raise RunModelError(f"--run {run_id}: no MLflow model or {CONFIG} in store {tracker.tracking_uri} "
                             f"({str(err).splitlines()[0]}); runs trained by `vpr sweep run` have them") from None
     return model.eval(), yaml.safe_load(Path(config_file).read_text())
 
@@ -167,11 +165,11 @@ def system_metrics(tracker: Tracker, run_id: str) -> Iterator[None]:
 
 
 @contextmanager
-def run_records(tracker: Tracker, run_id: str, config: Mapping[str, Any], run_dir: Path) -> Iterator[None]:
+def run_records(tracker: Tracker, run_id: str, config: Mapping[str, Any], folder: RunFolder) -> Iterator[None]:
     """Around a sweep run's training and testing: datasets first, system metrics throughout, and the
     best model once it succeeded."""
     log_datasets(tracker, run_id, config)
     with system_metrics(tracker, run_id):
         yield
-    if (run_dir / "best.pt").exists():
-        log_best_model(tracker, run_id, run_dir / "best.pt", evaluated_precision(run_dir))
+    if folder.best_checkpoint.exists():
+        log_best_model(tracker, run_id, folder.best_checkpoint, evaluated_precision(folder))

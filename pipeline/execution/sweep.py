@@ -1,7 +1,7 @@
 """`vpr sweep plan|run|evaluate`: expand studies, skip what MLflow has finished, run the rest.
 
-Runs execute in `jobs` long-lived worker processes (`pipeline.sweeps.executors.LocalExecutor`,
-one per slot, dying with the sweep), each running run after run. A run holds a lock on its run
+Runs execute in `jobs` long-lived worker processes (`pipeline.execution.executors.LocalExecutor`,
+one per slot, dying with the sweep), each running run after run, or as Ray tasks. A run holds a lock on its run
 folder and resumes from the folder's last checkpoint, so killing and rerunning a sweep loses
 nothing finished and never duplicates a finished hash. `--shard I/N` keeps the runs whose hash
 falls in shard I, so N machines split a sweep without talking to each other.
@@ -17,12 +17,14 @@ from typing import Any
 
 from pipeline.data.catalog import EVAL_SPLITS, recall_metric
 from pipeline.errors import UserError
+from pipeline.execution.executors import Executor, LocalExecutor, drain
+from pipeline.execution.protocol import FAILED, Outcome, RunSpec, write_spec
 from pipeline.profile import check_roots, load_profile
-from pipeline.sweeps.execute import is_locked
-from pipeline.sweeps.plan import PlannedRun, plan, plan_records, write_plan
-from pipeline.sweeps.executors import Executor, LocalExecutor, outcome_of
-from pipeline.sweeps.study import load_studies
-from pipeline.sweeps.tracking import EXPERIMENT, STATUS_TAG, Tracker, default_tracking_uri, study_parent_runs
+from pipeline.runs.folder import ERROR, RunFolder
+from pipeline.studies.plan import PlannedRun, plan, plan_records, write_plan
+from pipeline.studies.study import TUNED_DIR, load_studies
+from pipeline.tracking.parent_runs import study_parent_runs, study_runs_open
+from pipeline.tracking.store import EXPERIMENT, STATUS_TAG, Tracker, default_tracking_uri
 
 
 class SweepArgumentError(UserError):
@@ -54,13 +56,6 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
     return i, n
 
 
-def check_jobs(jobs: int) -> int:
-    """`--jobs` as given, if at least 1."""
-    if jobs < 1:
-        raise SweepArgumentError(f"--jobs must be >= 1, got {jobs}")
-    return jobs
-
-
 def in_shard(config_hash: str, shard: tuple[int, int] | None) -> bool:
     """True when the run `config_hash` belongs to `shard` (all runs without a shard)."""
     return shard is None or int(config_hash, 16) % shard[1] == shard[0]
@@ -68,12 +63,12 @@ def in_shard(config_hash: str, shard: tuple[int, int] | None) -> bool:
 
 def build_context(files: list[str], params: str = "params.yaml", prepared: str = "data/prepared",
                   runs_dir: str = "runs", tracking_uri: str | None = None,
-                  shard: str | None = None) -> SweepContext:
+                  shard: str | None = None, tuned_dir: str = TUNED_DIR) -> SweepContext:
     """Load the profile, the prepared roots and the studies; plan (and shard) the runs."""
     name, profile = load_profile(params)
     roots = check_roots(prepared, params)
     studies = load_studies(files or ["experiments"])
-    planned = [p for p in plan(studies, profile, roots) if in_shard(p.config_hash, parse_shard(shard))]
+    planned = [p for p in plan(studies, profile, roots, tuned_dir) if in_shard(p.config_hash, parse_shard(shard))]
     return SweepContext(planned, name, Path(runs_dir), tracking_uri or default_tracking_uri())
 
 
@@ -84,7 +79,7 @@ def run_states(ctx: SweepContext, tracker: Tracker, by_hash: dict[str, Any] | No
     for p in ctx.planned:
         run = by_hash.get(p.config_hash)
         status = run.data.tags.get(STATUS_TAG, "new") if run else "new"
-        if is_locked(ctx.runs_dir / p.config_hash):
+        if RunFolder(ctx.runs_dir / p.config_hash).is_locked():
             status = "running"
         elif status == "running":
             status = "interrupted"  # tagged running but no process holds it: killed
@@ -131,17 +126,29 @@ def _todo(ctx: SweepContext, tracker: Tracker, only_evaluate: bool) -> list[Plan
 
 def run_sweep(ctx: SweepContext, jobs: int = 1, test: bool = True, only_evaluate: bool = False,
               summary_path: str | Path | None = None, plan_path: str | Path | None = None,
-              executor: Executor | None = None) -> int:
+              executor: Executor | None = None, quiet: bool = False) -> int:
     """Execute every planned run that is not finished (or, with only_evaluate, test finished ones).
 
-    `executor`: where runs execute (default: `jobs` local worker processes; `RayExecutor` for a cluster).
-
-    `plan_path`: record the plan executed (`pipeline.sweeps.plan.write_plan`) for the report.
+    `executor`: where runs execute (default: `jobs` local worker processes; `RayExecutor` for a
+    cluster). `plan_path`: record the plan executed (`pipeline.studies.plan.write_plan`) for the
+    report. The studies' parent runs are RUNNING meanwhile and end with the sweep, however it ends
+    (`study_runs_open`). Returns 1 when a run failed, else 0.
     """
-    ctx.jobs = check_jobs(jobs)
+    if jobs < 1:
+        raise SweepArgumentError(f"--jobs must be >= 1, got {jobs}")
+    ctx.jobs = jobs
+    hashes_by_study = {s: [p.config_hash for p in ctx.planned if s in p.studies]
+                       for p in ctx.planned for s in p.studies}
+    with study_runs_open(ctx.tracking_uri, ctx.experiment, hashes_by_study):
+        outcomes = _execute(ctx, test, only_evaluate, plan_path, executor, quiet)
+    return _finish(ctx, outcomes, summary_path, quiet)
+
+
+def _execute(ctx: SweepContext, test: bool, only_evaluate: bool, plan_path: str | Path | None,
+             executor: Executor | None, quiet: bool) -> dict[str, Outcome]:
     prestart = executor is None and not only_evaluate  # training nearly always has work
-    executor = executor or LocalExecutor(jobs, ctx.tracking_uri)
-    outcomes: dict[str, str] = {}
+    executor = executor or LocalExecutor(ctx.jobs, ctx.tracking_uri)
+    outcomes: dict[str, Outcome] = {}
     try:
         if prestart:  # the workers warm up while this plans
             executor.start()
@@ -150,58 +157,47 @@ def run_sweep(ctx: SweepContext, jobs: int = 1, test: bool = True, only_evaluate
         if plan_path:
             write_plan(ctx.planned, plan_path, ctx.profile_name)
         parents = study_parent_runs(tracker, sorted({s for p in ctx.planned for s in p.studies}))
-        todo = _todo(ctx, tracker, only_evaluate)
-        where = executor.describe() if hasattr(executor, "describe") else f"{jobs} at a time"
+        todo = {p.config_hash: p for p in _todo(ctx, tracker, only_evaluate)}
         print(f"{len(ctx.planned)} distinct runs, {len(todo)} to {'test' if only_evaluate else 'execute'}, "
-              f"{where}; MLflow store {ctx.tracking_uri}", flush=True)
-        queue, running = list(todo), {}
+              f"{executor.describe()}; MLflow store {ctx.tracking_uri}", flush=True)
         start = time.time()
-        while queue or running:
-            while queue and len(running) < executor.slots:
-                p = queue.pop(0)
-                running[p.config_hash] = p
-                executor.submit(p.config_hash, _write_spec(ctx, p, parents, test, only_evaluate))
-            for key, code in executor.completed(timeout=1.0):
-                p = running.pop(key)
-                outcomes[key] = outcome_of(code)
-                print(f"[{len(outcomes)}/{len(todo)}] {key} {outcomes[key]} "
-                      f"({', '.join(c.label for c in p.cells[:2])}) after {time.time() - start:.0f} s", flush=True)
+
+        def done(key: str, outcome: Outcome) -> None:
+            outcomes[key] = outcome
+            if not quiet or outcome == FAILED:
+                labels = ", ".join(c.label for c in todo[key].cells[:2])
+                print(f"[{len(outcomes)}/{len(todo)}] {key} {outcome} ({labels}) after {time.time() - start:.0f} s",
+                      flush=True)
+
+        jobs = [(h, write_spec(run_spec(ctx, p, parents, test, only_evaluate), RunFolder(ctx.runs_dir / h).spec))
+                for h, p in todo.items()]
+        drain(executor, jobs, done)
     finally:
         executor.close()
-    return _finish(ctx, outcomes, summary_path)
+    return outcomes
 
 
-def _finish(ctx: SweepContext, outcomes: dict[str, str], summary_path: str | Path | None) -> int:
+def _finish(ctx: SweepContext, outcomes: dict[str, Outcome], summary_path: str | Path | None, quiet: bool) -> int:
     """Print the summary table, write the summary file; 1 if any run failed."""
     tracker = Tracker(ctx.tracking_uri, ctx.experiment)
-    print(summary_table(ctx, tracker))
+    if not quiet:
+        print(summary_table(ctx, tracker))
     if summary_path:
         Path(summary_path).parent.mkdir(parents=True, exist_ok=True)
         Path(summary_path).write_text(json.dumps({"runs": len(ctx.planned), "states": run_states(ctx, tracker)},
                                                  indent=2, sort_keys=True))
-    failed = [h for h, o in outcomes.items() if o == "failed"]
+    failed = [h for h, o in outcomes.items() if o == FAILED]
     if failed:
-        print(f"{len(failed)} run(s) failed: {', '.join(failed)} (errors in runs/<hash>/error.txt and MLflow)")
+        print(f"{len(failed)} run(s) failed: {', '.join(failed)} (errors in runs/<hash>/{ERROR} and MLflow)")
     return 1 if failed else 0
 
 
-def run_spec(ctx: SweepContext, p: PlannedRun, parents: dict[str, str], test: bool,
-             only_evaluate: bool) -> dict[str, Any]:
+def run_spec(ctx: SweepContext, p: PlannedRun, parents: dict[str, str], test: bool, only_evaluate: bool) -> RunSpec:
     """What a worker needs to execute (or test) one planned run."""
-    return {"config": p.config.to_dict(), "config_hash": p.config_hash,
-            "run_dir": str(ctx.runs_dir / p.config_hash), "tracking_uri": ctx.tracking_uri,
-            "experiment": ctx.experiment, "studies": list(p.studies),
-            "labels": [f"{c.study}: {c.label}" for c in p.cells], "parent_run_id": parents[p.studies[0]],
-            "profile": ctx.profile_name, "test": test, "only_evaluate": only_evaluate}
-
-
-def _write_spec(ctx: SweepContext, p: PlannedRun, parents: dict[str, str], test: bool,
-                only_evaluate: bool) -> Path:
-    """The run's spec file, `runs/<hash>/spec.json`, for the worker that executes it."""
-    run_dir = ctx.runs_dir / p.config_hash
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "spec.json").write_text(json.dumps(run_spec(ctx, p, parents, test, only_evaluate), indent=2))
-    return run_dir / "spec.json"
+    return RunSpec(config=p.config.to_dict(), config_hash=p.config_hash, run_dir=str(ctx.runs_dir / p.config_hash),
+                   tracking_uri=ctx.tracking_uri, experiment=ctx.experiment, studies=list(p.studies),
+                   labels=[f"{c.study}: {c.label}" for c in p.cells], parent_run_id=parents[p.studies[0]],
+                   profile=ctx.profile_name, test=test, only_evaluate=only_evaluate)
 
 
 def summary_table(ctx: SweepContext, tracker: Tracker) -> str:

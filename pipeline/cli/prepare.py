@@ -1,0 +1,28 @@
+"""`vpr prepare`: the DVC prepare stage."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from pipeline import paths
+from pipeline.cli.arguments import add_quiet
+
+
+def _prepare(args: argparse.Namespace) -> int:
+    from pipeline.prepare import prepare
+
+    summary = prepare(args.params, args.out, progress=not args.quiet)
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add this module's subcommands to the `vpr` parser."""
+    prep = sub.add_parser("prepare", help="the DVC prepare stage: datasets of the selected profile",
+                          description="Generate (embedded profile) or locate (real profile) the datasets, "
+                          "check them, and write OUT/datasets.json (their roots) for the later stages.")
+    prep.add_argument("--params", default=paths.PARAMS, help=f"params file selecting the profile (default {paths.PARAMS})")
+    prep.add_argument("--out", default=paths.PREPARED, help=f"output folder (default {paths.PREPARED})")
+    add_quiet(prep)
+    prep.set_defaults(func=_prepare)
