@@ -49,7 +49,7 @@ from pipeline.components.losses import (
 )
 from pipeline.components.optim import MultiStepConfig, OptimizerConfig, SchedulerConfig, SGDConfig
 from pipeline.models.aggregators import AGGREGATORS, AggregatorConfig
-from pipeline.models.aggregators.avg import AvgParams
+from pipeline.models.aggregators.avg import AvgConfig
 from pipeline.config_layers import COMPONENT_SECTIONS, merge, nest_dotted, parse_overrides
 from pipeline.models.backbones import BACKBONES, check_crop, check_freeze
 
@@ -147,7 +147,7 @@ class ModelConfig(_Section):
     layers_to_crop: list[int] = Field(default_factory=lambda: [4])
     layers_to_freeze: int = Field(2, ge=0)  # stem + layer1..N frozen, only when pretrained (GSV-Cities)
     frozen_bn: Literal["train", "eval"] = "train"  # frozen BatchNorms: batch stats (GSV-Cities) or fixed
-    aggregator: AggregatorConfig = Field(default_factory=AvgParams)
+    aggregator: AggregatorConfig = Field(default_factory=AvgConfig)
 
     @field_validator("backbone")
     @classmethod

@@ -19,7 +19,7 @@ import os
 import sys
 from typing import Any
 
-from pipeline import paths
+from pipeline import project_files
 
 
 def positive_int(text: str) -> int:
@@ -55,12 +55,12 @@ def deprecated(parser: argparse.ArgumentParser, old: str, new: str, dest: str, *
 def add_studies(parser: argparse.ArgumentParser, what: str = "study files") -> None:
     """Positional STUDIES: files or folders (default experiments)."""
     parser.add_argument("studies", nargs="*", metavar="STUDIES",
-                        help=f"{what} or folders of them (default: {paths.STUDIES}/)")
+                        help=f"{what} or folders of them (default: {project_files.STUDIES_DIR}/)")
 
 
 def studies_of(args: argparse.Namespace) -> list[str]:
     """The STUDIES given, or the default folder."""
-    return list(args.studies) or [paths.STUDIES]
+    return list(args.studies) or [project_files.STUDIES_DIR]
 
 
 def add_jobs(parser: argparse.ArgumentParser, what: str, default: int | None = 1) -> None:
@@ -72,17 +72,17 @@ def add_jobs(parser: argparse.ArgumentParser, what: str, default: int | None = 1
 
 def add_project(parser: argparse.ArgumentParser, runs_dir: bool = True) -> None:
     """--params, --prepared (and --runs-dir): the profile, the prepare stage's output, the run folders."""
-    parser.add_argument("--params", default=paths.PARAMS, help=f"params file selecting the profile (default {paths.PARAMS})")
-    parser.add_argument("--prepared", default=paths.PREPARED,
-                        help=f"output of the prepare stage: dataset roots (default {paths.PREPARED})")
+    parser.add_argument("--params", default=project_files.PARAMS_FILE, help=f"params file selecting the profile (default {project_files.PARAMS_FILE})")
+    parser.add_argument("--prepared", default=project_files.PREPARED_DIR,
+                        help=f"output of the prepare stage: dataset roots (default {project_files.PREPARED_DIR})")
     if runs_dir:
-        parser.add_argument("--runs-dir", default=paths.RUNS, help=f"folder of run folders <dir>/<hash>/ (default {paths.RUNS})")
+        parser.add_argument("--runs-dir", default=project_files.RUNS_DIR, help=f"folder of run folders <dir>/<hash>/ (default {project_files.RUNS_DIR})")
 
 
 def add_tuned_dir(parser: argparse.ArgumentParser) -> None:
     """--tuned-dir: where tuned values are written and read."""
-    parser.add_argument("--tuned-dir", default=paths.TUNED,
-                        help=f"folder of tuned values, <dir>/<tuning id>/best_params.json (default {paths.TUNED})")
+    parser.add_argument("--tuned-dir", default=project_files.TUNED_VALUES_DIR,
+                        help=f"folder of tuned values, <dir>/<tuning id>/best_params.json (default {project_files.TUNED_VALUES_DIR})")
 
 
 def add_tuning_storage(parser: argparse.ArgumentParser) -> None:
@@ -90,8 +90,8 @@ def add_tuning_storage(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tuning-storage", default=os.environ.get("VPR_TUNING_STORAGE"), metavar="URL",
                         help="Optuna storage URL shared by machines (e.g. postgresql://host/optuna; default "
                         "$VPR_TUNING_STORAGE, else a journal file per tuning in --journal-dir)")
-    parser.add_argument("--journal-dir", default=paths.JOURNALS,
-                        help=f"folder of the tunings' journal files <id>.journal (default {paths.JOURNALS})")
+    parser.add_argument("--journal-dir", default=project_files.JOURNALS_DIR,
+                        help=f"folder of the tunings' journal files <id>.journal (default {project_files.JOURNALS_DIR})")
 
 
 def add_quiet(parser: argparse.ArgumentParser) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from pipeline import paths
+from pipeline import project_files
 from pipeline.cli.arguments import add_project, add_tuned_dir, deprecated
 
 
@@ -14,7 +14,7 @@ def _config_show(args: argparse.Namespace) -> int:
     from pipeline.studies.plan import resolve_cell
 
     cell = resolve_cell(args.study, args.label, seed=args.seed, params=args.params, prepared=args.prepared,
-                        experiments=getattr(args, "experiments", paths.STUDIES), tuned_dir=args.tuned_dir)
+                        experiments=getattr(args, "experiments", project_files.STUDIES_DIR), tuned_dir=args.tuned_dir)
     print(f"# {cell.study}: {cell.label} (seed {cell.seed}), config hash {cell.config_hash}")
     print(yaml.safe_dump(cell.config.to_dict(), sort_keys=False), end="")
     return 0
@@ -28,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     show = config_sub.add_parser("show", help="one study cell's resolved config as YAML",
                                  description="Print the fully resolved config of one cell (the config the "
                                  "trainer receives under the selected profile), with its hash.")
-    show.add_argument("study", help=f"study file, or a study id in {paths.STUDIES}/ (e.g. s004_table3_losses)")
+    show.add_argument("study", help=f"study file, or a study id in {project_files.STUDIES_DIR}/ (e.g. s004_table3_losses)")
     show.add_argument("label", help="cell label as in `vpr sweep plan` (e.g. 'triplet')")
     show.add_argument("--seed", type=int, default=None, help="seed of the cell (default: the study's first)")
     add_project(show, runs_dir=False)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from pipeline import paths
+from pipeline import project_files
 from pipeline.cli.arguments import add_quiet
 
 
@@ -22,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     prep = sub.add_parser("prepare", help="the DVC prepare stage: datasets of the selected profile",
                           description="Generate (embedded profile) or locate (real profile) the datasets, "
                           "check them, and write OUT/datasets.json (their roots) for the later stages.")
-    prep.add_argument("--params", default=paths.PARAMS, help=f"params file selecting the profile (default {paths.PARAMS})")
-    prep.add_argument("--out", default=paths.PREPARED, help=f"output folder (default {paths.PREPARED})")
+    prep.add_argument("--params", default=project_files.PARAMS_FILE, help=f"params file selecting the profile (default {project_files.PARAMS_FILE})")
+    prep.add_argument("--out", default=project_files.PREPARED_DIR, help=f"output folder (default {project_files.PREPARED_DIR})")
     add_quiet(prep)
     prep.set_defaults(func=_prepare)

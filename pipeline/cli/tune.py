@@ -36,7 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     tune_sub = tune.add_subparsers(dest="tune_command", required=True)
     tune_run = tune_sub.add_parser("run", help="run tuning files to their budget",
                                    description="Run each tuning file (tune_*.yaml) with N workers; a rerun "
-                                   "continues to the budget. Writes TUNED_DIR/<id>/best_params.json (the tuning's "
+                                   "continues to the budget. Writes project_files.TUNED_VALUES_DIR/<id>/best_params.json (the tuning's "
                                    "figures are written by `vpr report`). Exit 1 if a worker's trials failed.")
     add_studies(tune_run, "tuning files (tune_*.yaml)")
     add_jobs(tune_run, "worker processes (or Ray tasks), each running one trial at a time,")
@@ -84,7 +84,7 @@ def _register_dashboard(tune_sub: argparse._SubParsersAction) -> None:
     dash = tune_sub.add_parser("dashboard", help="optuna-dashboard on a tuning's storage",
                                description="Serve Optuna's own dashboard (optuna-dashboard, extra `services`) "
                                "on the journal file of a tuning (optuna/<id>.journal) or on an RDB URL.")
-    dash.add_argument("tuning", nargs="?", help="tuning file or id (its storage is JOURNAL_DIR/<id>.journal)")
+    dash.add_argument("tuning", nargs="?", help="tuning file or id (its storage is project_files.JOURNALS_DIR/<id>.journal)")
     add_tuning_storage(dash)
     dash.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1: this machine only)")
     dash.add_argument("--port", type=int, default=8080, help="port to listen on (default 8080)")

@@ -14,7 +14,7 @@ from pipeline.data.transforms import normalize
 PRECISIONS = ("fp32", "bf16")
 
 
-def _check_arguments(dataset: Dataset, batch_size: int, precision: str) -> None:
+def _check_extraction_arguments(dataset: Dataset, batch_size: int, precision: str) -> None:
     if precision not in PRECISIONS:
         raise ValueError(f"precision '{precision}' is not one of {list(PRECISIONS)}")
     if batch_size < 1:
@@ -39,7 +39,7 @@ def extract_descriptors(model: nn.Module, dataset: Dataset, batch_size: int = 64
     The model is moved to `device` (and to channels_last memory format when asked), both in
     place as `nn.Module.to` does; it runs in eval mode and its training mode is restored after.
     """
-    _check_arguments(dataset, batch_size, precision)
+    _check_extraction_arguments(dataset, batch_size, precision)
     device = torch.device(device)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,

@@ -17,7 +17,7 @@ from pipeline.models.checkpoints import load_checkpoint
 
 
 def model_from_checkpoint(checkpoint: str | Path) -> tuple[nn.Module, RunConfig, int | None]:
-    """(network in eval mode, its run config, the checkpoint's epoch) from a best.pt or last.pt."""
+    """(network in eval mode, its run config, the checkpoint's epoch) from a run's best or last checkpoint."""
     ckpt = load_checkpoint(checkpoint)
     cfg = config_from_dict(ckpt["config"])
     with torch.device("meta"):  # shapes only: the weights come from the file (no random init to pay for)
@@ -30,10 +30,10 @@ def evaluate_checkpoint(checkpoint: str | Path, dataset: str | Path, out_dir: st
                         device: str = "auto", resize: tuple[int, int] | None = None,
                         interpolation: str | None = None, batch_size: int = 64, num_workers: int = 0,
                         progress: bool = True) -> dict[str, Any]:
-    """Evaluate `checkpoint` (best.pt or last.pt of a run) on the split folder `dataset`.
+    """Evaluate `checkpoint` (a run's best or last checkpoint) on the split folder `dataset`.
 
     The resize policy defaults to the run config's `evaluation.resize`/`interpolation` and is
-    recorded with the result. Writes summary.json and predictions.npz to `out_dir` when given.
+    recorded with the result. Writes the result (summary and per-query predictions) to `out_dir` when given.
     """
     model, cfg, epoch = model_from_checkpoint(checkpoint)
     summary = evaluate_model(model, cfg, dataset, out_dir, device, resize, interpolation, batch_size,

@@ -88,7 +88,7 @@ class EvaluationResult:
         }
 
     def save(self, directory: str | Path) -> Path:
-        """Write `summary.json` and `predictions.npz` into `directory` (created); return it."""
+        """Write the summary and the per-query predictions into `directory` (created; names: `pipeline.runs.folder`); return it."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         (directory / RESULT_SUMMARY).write_text(json.dumps(self.to_dict(), indent=2) + "\n")

@@ -101,7 +101,7 @@ def _train_and_test(tracker: Tracker, run_id: str, spec: RunSpec, folder: RunFol
     tracker.log(run_id, metrics={BEST_VAL_R1: best[BEST_VAL_R1], "best_epoch": best["best_epoch"]})
     for name in ARTIFACT_FILES:
         tracker.log_artifact(run_id, folder.path / name)  # absent files are skipped
-    tracker.log_artifact(run_id, folder.val_predictions, predictions_artifact(VALIDATION.folder))
+    tracker.log_artifact(run_id, folder.validation_result, predictions_artifact(VALIDATION.folder))
     tests = evaluate_on_test_sets(tracker, run_id, cfg, folder) if spec.test else {}
     return {"summary": summary, "tests": tests}
 

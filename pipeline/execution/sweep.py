@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pipeline import project_files
 from pipeline.data.catalog import EVAL_SPLITS, recall_metric
 from pipeline.errors import UserError
 from pipeline.execution.executors import Executor, LocalExecutor, drain
@@ -22,7 +23,7 @@ from pipeline.execution.protocol import FAILED, Outcome, RunSpec, write_spec
 from pipeline.profile import check_roots, load_profile
 from pipeline.runs.folder import ERROR, RunFolder
 from pipeline.studies.plan import PlannedRun, plan, plan_records, write_plan
-from pipeline.studies.study import TUNED_DIR, load_studies
+from pipeline.studies.study import load_studies
 from pipeline.tracking.parent_runs import study_parent_runs, study_runs_open
 from pipeline.tracking.store import EXPERIMENT, STATUS_TAG, Tracker, default_tracking_uri
 
@@ -63,7 +64,7 @@ def in_shard(config_hash: str, shard: tuple[int, int] | None) -> bool:
 
 def build_context(files: list[str], params: str = "params.yaml", prepared: str = "data/prepared",
                   runs_dir: str = "runs", tracking_uri: str | None = None,
-                  shard: str | None = None, tuned_dir: str = TUNED_DIR) -> SweepContext:
+                  shard: str | None = None, tuned_dir: str = project_files.TUNED_VALUES_DIR) -> SweepContext:
     """Load the profile, the prepared roots and the studies; plan (and shard) the runs."""
     name, profile = load_profile(params)
     roots = check_roots(prepared, params)
@@ -141,7 +142,7 @@ def run_sweep(ctx: SweepContext, jobs: int = 1, test: bool = True, only_evaluate
                        for p in ctx.planned for s in p.studies}
     with study_runs_open(ctx.tracking_uri, ctx.experiment, hashes_by_study):
         outcomes = _execute(ctx, test, only_evaluate, plan_path, executor, quiet)
-    return _finish(ctx, outcomes, summary_path, quiet)
+    return _summarize(ctx, outcomes, summary_path, quiet)
 
 
 def _execute(ctx: SweepContext, test: bool, only_evaluate: bool, plan_path: str | Path | None,
@@ -177,7 +178,7 @@ def _execute(ctx: SweepContext, test: bool, only_evaluate: bool, plan_path: str 
     return outcomes
 
 
-def _finish(ctx: SweepContext, outcomes: dict[str, Outcome], summary_path: str | Path | None, quiet: bool) -> int:
+def _summarize(ctx: SweepContext, outcomes: dict[str, Outcome], summary_path: str | Path | None, quiet: bool) -> int:
     """Print the summary table, write the summary file; 1 if any run failed."""
     tracker = Tracker(ctx.tracking_uri, ctx.experiment)
     if not quiet:

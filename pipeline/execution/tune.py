@@ -13,15 +13,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from pipeline import project_files
 from pipeline.errors import UserError
 from pipeline.execution.executors import Executor, LocalExecutor, drain
 from pipeline.execution.protocol import FINISHED, Outcome, TuningSpec, write_spec
 from pipeline.profile import check_roots, load_profile
-from pipeline.studies.study import TUNED_DIR, tuned_values_path
+from pipeline.studies.study import tuned_values_path
 from pipeline.tracking.parent_runs import end_parent_run, tuning_parent_run
 from pipeline.tracking.store import Tracker, default_tracking_uri
 from pipeline.tuning.search import best_params, make_sampler, optuna_study_name, write_best_params
-from pipeline.tuning.storage import JOURNAL_DIR, fail_dead_trials, open_storage
+from pipeline.tuning.storage import fail_dead_trials, open_storage
 from pipeline.tuning.tuning_file import METRIC, Tuning, find_tuning_files, load_tuning
 
 
@@ -56,7 +57,7 @@ def _open_studies(tuning: Tuning, storage, tracker: Tracker, quiet: bool) -> Non
 
 def run_tunings(paths: list[str | Path], jobs: int = 1, storage_url: str | None = None,
                 params: str = "params.yaml", prepared: str = "data/prepared", runs_dir: str = "runs",
-                tuned_dir: str = TUNED_DIR, journal_dir: str = JOURNAL_DIR, executor: Executor | None = None,
+                tuned_dir: str = project_files.TUNED_VALUES_DIR, journal_dir: str = project_files.JOURNALS_DIR, executor: Executor | None = None,
                 quiet: bool = False) -> dict[str, dict[str, Any]]:
     """Run tuning files to their budgets with `jobs` workers (local processes, or `executor`);
     return each tuning's best values by tuning id.
@@ -94,10 +95,10 @@ def run_tunings(paths: list[str | Path], jobs: int = 1, storage_url: str | None 
         drain(executor, specs, outcomes.__setitem__)
     finally:
         executor.close()
-    return _finish(tunings, opened, tracker, parents, outcomes, jobs, tuned_dir)
+    return _write_best_values(tunings, opened, tracker, parents, outcomes, jobs, tuned_dir)
 
 
-def _finish(tunings: list[Tuning], opened: dict, tracker: Tracker, parents: dict[str, str],
+def _write_best_values(tunings: list[Tuning], opened: dict, tracker: Tracker, parents: dict[str, str],
             outcomes: dict[str, Outcome], jobs: int, tuned_dir: str) -> dict[str, dict[str, Any]]:
     """End each tuning's parent run, write and print its best values; raise if a share failed."""
     results, failed = {}, []

@@ -6,7 +6,7 @@
 `--serve` is what `LocalExecutor` starts, one per slot: it imports torch and the pipeline once
 (`warm_up`, opening the MLflow store at TRACKING_URI, before it reads a request) and executes
 spec after spec, a run or a tuning share alike. While it executes a run it sends its output
-(file descriptors 1 and 2, so also C-level messages) to the run folder's `worker.log`; for each
+(file descriptors 1 and 2, so also C-level messages) to the run folder's worker log; for each
 spec it answers one line on its original stdout: the outcome (`finished`, `busy` or `failed`).
 A single spec's outcome is its exit status (0 finished, 1 failed, 3 busy).
 """
@@ -48,7 +48,7 @@ def execute(spec_path: str | Path, tags: dict[str, str] | None = None) -> Outcom
     except (RunBusy, LeaseHeld) as err:
         print(err, file=sys.stderr)
         return BUSY
-    except Exception as err:  # already recorded by execute_run; the traceback goes to worker.log
+    except Exception as err:  # already recorded by execute_run; the traceback goes to the worker log
         traceback.print_exc()
         print(f"run failed: {err}", file=sys.stderr)
         return FAILED
@@ -77,7 +77,7 @@ def output_to(log_path: Path) -> Iterator[None]:
 
 
 def execute_logged(spec_path: str | Path, tags: dict[str, str] | None = None) -> Outcome:
-    """`execute`, with the output sent where the spec says (a run's `worker.log`)."""
+    """`execute`, with the output sent where the spec says (a run's worker log)."""
     log_path = read_spec(spec_path).log_path
     with output_to(log_path) if log_path else nullcontext():
         print(f"worker {os.getpid()}: {spec_path}", flush=True)

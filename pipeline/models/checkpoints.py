@@ -1,7 +1,7 @@
 """Checkpoint files: written atomically, loaded with `weights_only=True`.
 
 Everything stored is a tensor, a number, a string or a container of those, so loading never
-unpickles arbitrary objects. A run's `best.pt` holds its config and model weights, which is
+unpickles arbitrary objects. A run's best checkpoint holds its config and model weights, which is
 all `model_from_config` + `load_state_dict` need to rebuild the trained model.
 """
 

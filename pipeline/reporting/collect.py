@@ -39,7 +39,7 @@ class CellResult:
     hits: dict[str, np.ndarray] = field(default_factory=dict)
     ns: list[int] = field(default_factory=list)
     predictions: dict[str, Path] = field(default_factory=dict)
-    lr_schedule: Path | None = None       # the run's recorded lr_schedule.csv, if it has one
+    lr_schedule: Path | None = None       # the run's recorded learning-rate log, if it has one
 
 
 @dataclass(frozen=True)

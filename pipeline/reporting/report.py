@@ -13,13 +13,13 @@ from pathlib import Path
 from collections.abc import Sequence
 from typing import Any
 
+from pipeline import project_files
 from pipeline.profile import load_profile, load_roots
 from pipeline.reporting.collect import CellResult, collect
 from pipeline.reporting.parallel import figure_pool
 from pipeline.reporting.runs_table import curves_frame, write_runs_report
 from pipeline.studies.study import load_studies
 from pipeline.tracking.store import Tracker
-from pipeline.tuning.storage import JOURNAL_DIR
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 def write_report(out: str | Path = "reports", studies: Sequence[str | Path] = ("experiments",),
                  params: str = "params.yaml", prepared: str = "data/prepared", tracking_uri: str | None = None,
                  tuned_dir: str | Path | None = None, tuning_storage: str | None = None,
-                 journal_dir: str | Path = JOURNAL_DIR, plan: str | Path | None = "data/sweep/plan.json",
+                 journal_dir: str | Path = project_files.JOURNALS_DIR, plan: str | Path | None = "data/sweep/plan.json",
                  jobs: int | None = None) -> dict[str, Any]:
     """Write the whole report of the study files (and folders of them) `studies`; returns the
     headline metrics (also in metrics.json).

@@ -124,7 +124,7 @@ class RunFolder:
         return self.path / BEST_CHECKPOINT
 
     @property
-    def val_predictions(self) -> Path:
+    def validation_result(self) -> Path:
         return self.path / VAL_PREDICTIONS
 
     def test_result(self, split: str) -> Path:
@@ -167,7 +167,7 @@ class RunFolder:
 
     def evaluation_summaries(self) -> list[dict[str, Any]]:
         """Every evaluation summary the run recorded: training's, validation's and each test's."""
-        paths = [self.summary, self.val_predictions / RESULT_SUMMARY,
+        paths = [self.summary, self.validation_result / RESULT_SUMMARY,
                  *sorted((self.path / TESTS).glob(f"*/{RESULT_SUMMARY}"))]
         return [json.loads(p.read_text()) for p in paths if p.is_file()]
 

@@ -27,10 +27,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipeline import project_files
 from pipeline.config import RunConfig, config_from_dict, config_hash
 from pipeline.errors import UserError
 from pipeline.profile import apply_profile, load_profile, load_roots, run_scale
-from pipeline.studies.study import TUNED_DIR, Study, cell_stacks, load_study
+from pipeline.studies.study import Study, cell_stacks, load_study
 
 __all__ = ["PLAN_VERSION", "Cell", "PlannedRun", "expand_study", "load_recorded_plan", "plan", "plan_records",
            "resolve_cell", "write_plan"]
@@ -82,7 +83,7 @@ def expand_study(study: Study, profile: Mapping[str, Any] | None = None,
 
 
 def plan(studies: Iterable[Study], profile: Mapping[str, Any] | None = None,
-         roots: Mapping[str, str] | None = None, tuned_dir: str | Path | None = TUNED_DIR) -> list[PlannedRun]:
+         roots: Mapping[str, str] | None = None, tuned_dir: str | Path | None = project_files.TUNED_VALUES_DIR) -> list[PlannedRun]:
     """Expand every study and merge cells with the same config hash into one PlannedRun.
 
     Order is stable: runs appear in the order of their first cell (studies in the given order,
@@ -104,7 +105,7 @@ class CellNotFound(UserError):
 
 def resolve_cell(study: str, label: str, seed: int | None = None, params: str | Path = "params.yaml",
                  prepared: str | Path = "data/prepared", experiments: str | Path = "experiments",
-                 tuned_dir: str | Path | None = TUNED_DIR) -> Cell:
+                 tuned_dir: str | Path | None = project_files.TUNED_VALUES_DIR) -> Cell:
     """One cell of a study resolved as the sweep resolves it (profile of `params`, prepared roots
     when the prepare stage has run): `vpr config show`."""
     path = Path(study)

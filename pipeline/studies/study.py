@@ -23,7 +23,6 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError, create_model, field_validator
 
-from pipeline import paths
 from pipeline.config import config_from_layers, nest_dotted
 from pipeline.data.catalog import SPLITS
 from pipeline.errors import ConfigError, read_yaml
@@ -39,7 +38,6 @@ KINDS = ("final", "per_epoch", "top_k")
 DATASETS = tuple(SPLITS)  # keys of published numbers: the evaluation splits of the catalog
 METRICS = ("R@1", "R@5", "R@10")
 TUNED = "tuned"  # `optimizer: {name: tuned, ...}`: the best values of an Optuna tuning
-TUNED_DIR = paths.TUNED  # default folder of tuned values: <tuned_dir>/<tuning id>/best_params.json
 
 
 class StudyError(ConfigError):

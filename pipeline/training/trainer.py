@@ -72,11 +72,11 @@ def default_run_dir(cfg: RunConfig) -> Path:
 
 def train(cfg: RunConfig, out_dir: str | Path | None = None, resume: bool = False, progress: bool = True,
           callbacks: list[EpochCallback] | None = None) -> dict[str, Any]:
-    """Train one run to `cfg.training.epochs`; return a summary (also written to `summary.json`).
+    """Train one run to `cfg.training.epochs`; return a summary (also written to the run folder).
 
-    With `resume=True` and a `last.pt` in `out_dir`, training continues from it and ends exactly
+    With `resume=True` and a last checkpoint in `out_dir`, training continues from it and ends exactly
     where an uninterrupted run ends (same batches, same RNG streams). Without `resume`, an existing
-    `last.pt` is refused so that nothing already computed is overwritten by accident.
+    last checkpoint is refused so that nothing already computed is overwritten by accident.
     """
     out = Path(out_dir) if out_dir else default_run_dir(cfg)
     out.mkdir(parents=True, exist_ok=True)
@@ -177,12 +177,12 @@ def _run_epochs(ctx: _Context, state: TrainState, model, loader, sampler, val_se
         improved = metrics.get(VAL_R1, -1.0) > state.best_recall1
         if improved:
             state.best_recall1, state.best_epoch = metrics[VAL_R1], epoch
-        ctx.lr_log.write()  # before last.pt: a resume keeps only the rows of checkpointed epochs
+        ctx.lr_log.write()  # before the last checkpoint: a resume keeps only the rows of checkpointed epochs
         _save(ctx.out.last_checkpoint, cfg, state, model, loss_fn, optimizer, scheduler)
         if improved:
             save_checkpoint({"config": cfg.to_dict(), "epoch": epoch, "metrics": metrics,
                              "model": model.state_dict()}, ctx.out.best_checkpoint)
-            result.save(ctx.out.val_predictions)
+            result.save(ctx.out.validation_result)
         ctx.out.history.write_text(json.dumps(state.history, indent=2))
         log.info("epoch %d: %s", epoch, ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
         if ctx.progress:

@@ -13,19 +13,18 @@ import os
 import socket
 from pathlib import Path
 
-from pipeline import paths
+from pipeline import project_files
 from pipeline.tuning.tuning_file import TuningError
 
-JOURNAL_DIR = paths.JOURNALS  # default folder of the journal files
 JOURNAL_LOCK_GRACE_S = 10
 
 
-def journal_path(tuning_id: str, journal_dir: str | Path = JOURNAL_DIR) -> Path:
+def journal_path(tuning_id: str, journal_dir: str | Path = project_files.JOURNALS_DIR) -> Path:
     """The JournalStorage file of a tuning: `<journal_dir>/<tuning id>.journal`."""
     return Path(journal_dir) / f"{tuning_id}.journal"
 
 
-def open_storage(url: str | None, tuning_id: str, journal_dir: str | Path = JOURNAL_DIR):
+def open_storage(url: str | None, tuning_id: str, journal_dir: str | Path = project_files.JOURNALS_DIR):
     """(storage, label): the tuning's journal file (no `url`) or the RDB at `url`; an unreachable
     storage fails here, naming it (never with its password)."""
     import optuna

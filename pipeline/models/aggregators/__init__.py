@@ -16,22 +16,22 @@ from collections.abc import Mapping
 from typing import Any
 
 from pipeline.components.base import coerce, tagged_union
-from pipeline.models.aggregators.avg import AvgParams
-from pipeline.models.aggregators.base import Aggregator, AggregatorParams
-from pipeline.models.aggregators.convap import ConvAPParams
-from pipeline.models.aggregators.cosplace import CosPlaceParams
-from pipeline.models.aggregators.gem import GeMParams
-from pipeline.models.aggregators.mixvpr import MixVPRParams
+from pipeline.models.aggregators.avg import AvgConfig
+from pipeline.models.aggregators.base import Aggregator, BaseAggregatorConfig
+from pipeline.models.aggregators.convap import ConvAPConfig
+from pipeline.models.aggregators.cosplace import CosPlaceConfig
+from pipeline.models.aggregators.gem import GeMConfig
+from pipeline.models.aggregators.mixvpr import MixVPRConfig
 
-__all__ = ["AGGREGATORS", "Aggregator", "AggregatorConfig", "AggregatorParams", "aggregator_defaults",
+__all__ = ["AGGREGATORS", "Aggregator", "AggregatorConfig", "BaseAggregatorConfig", "aggregator_defaults",
            "build_aggregator"]
 
-AGGREGATORS: dict[str, type[AggregatorParams]] = {
-    "avg": AvgParams,
-    "gem": GeMParams,
-    "mixvpr": MixVPRParams,
-    "cosplace": CosPlaceParams,
-    "convap": ConvAPParams,
+AGGREGATORS: dict[str, type[BaseAggregatorConfig]] = {
+    "avg": AvgConfig,
+    "gem": GeMConfig,
+    "mixvpr": MixVPRConfig,
+    "cosplace": CosPlaceConfig,
+    "convap": ConvAPConfig,
 }
 
 AggregatorConfig = tagged_union(AGGREGATORS)

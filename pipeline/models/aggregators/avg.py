@@ -6,7 +6,7 @@ from typing import ClassVar, Literal
 
 import torch
 
-from pipeline.models.aggregators.base import Aggregator, AggregatorParams, l2
+from pipeline.models.aggregators.base import Aggregator, BaseAggregatorConfig, l2
 
 
 class AvgPool(Aggregator):
@@ -22,7 +22,7 @@ class AvgPool(Aggregator):
         return l2(x.float().mean(dim=(2, 3)))
 
 
-class AvgParams(AggregatorParams):
+class AvgConfig(BaseAggregatorConfig):
     """Global average pooling (+ L2 normalisation); no parameters."""
 
     target: ClassVar[type] = AvgPool

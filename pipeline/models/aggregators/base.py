@@ -33,7 +33,7 @@ class Aggregator(nn.Module):
         self.in_channels, self.in_h, self.in_w = in_channels, in_h, in_w
 
 
-class AggregatorParams(ComponentConfig):
+class BaseAggregatorConfig(ComponentConfig):
     """Base of the aggregators' parameter models: `build` passes every field to the module."""
 
     target: ClassVar[type[Aggregator]]

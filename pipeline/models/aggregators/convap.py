@@ -12,7 +12,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from pipeline.models.aggregators.base import Aggregator, AggregatorParams, l2
+from pipeline.models.aggregators.base import Aggregator, BaseAggregatorConfig, l2
 
 
 class ConvAP(Aggregator):
@@ -31,7 +31,7 @@ class ConvAP(Aggregator):
         return l2(self.pool(self.channel_pool(x)).flatten(1))
 
 
-class ConvAPParams(AggregatorParams):
+class ConvAPConfig(BaseAggregatorConfig):
     """Conv-AP: 1x1 conv to `out_channels`, adaptive average pooling to s1 x s2."""
 
     target: ClassVar[type] = ConvAP

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from pipeline.models.aggregators.base import Aggregator, AggregatorParams, l2
+from pipeline.models.aggregators.base import Aggregator, BaseAggregatorConfig, l2
 from pipeline.models.aggregators.gem import gem_pool
 
 
@@ -35,7 +35,7 @@ class CosPlaceHead(Aggregator):
         return l2(self.fc(x))
 
 
-class CosPlaceParams(AggregatorParams):
+class CosPlaceConfig(BaseAggregatorConfig):
     """CosPlace head: GeM + linear projection to `out_dim`."""
 
     target: ClassVar[type] = CosPlaceHead

@@ -12,7 +12,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from pipeline.models.aggregators.base import Aggregator, AggregatorParams, l2
+from pipeline.models.aggregators.base import Aggregator, BaseAggregatorConfig, l2
 
 
 def gem_pool(x: torch.Tensor, p: torch.Tensor, eps: float) -> torch.Tensor:
@@ -39,7 +39,7 @@ class GeM(Aggregator):
         return f"p={self.p.item():.4f}, eps={self.eps}"
 
 
-class GeMParams(AggregatorParams):
+class GeMConfig(BaseAggregatorConfig):
     """Generalised mean pooling; p is learnable, initialised to `p`."""
 
     target: ClassVar[type] = GeM

@@ -13,7 +13,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from pipeline.models.aggregators.base import Aggregator, AggregatorParams, l2
+from pipeline.models.aggregators.base import Aggregator, BaseAggregatorConfig, l2
 
 
 class FeatureMixer(nn.Module):
@@ -66,7 +66,7 @@ class MixVPR(Aggregator):
                 f"mix_depth={self.mix_depth}, mlp_ratio={self.mlp_ratio:g}, out_rows={self.out_rows}")
 
 
-class MixVPRParams(AggregatorParams):
+class MixVPRConfig(BaseAggregatorConfig):
     """MixVPR feature mixer; input channels and h x w are taken from the backbone's feature map."""
 
     target: ClassVar[type] = MixVPR
