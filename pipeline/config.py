@@ -124,7 +124,7 @@ class DataConfig(_Section):
     @field_validator("test_roots")
     @classmethod
     def _test_names(cls, roots: dict[str, str]) -> dict[str, str]:
-        # Test names become metric names (e.g. tokyo_xs/recall@1): keep them plain.
+        # Test names become metric names (e.g. test_tokyo_xs_recall_at_1): keep them plain.
         bad = [k for k in roots if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", k)]
         if bad:
             raise ValueError(f"test set names may use letters, digits, _ . - only, got {bad}")

@@ -1,4 +1,4 @@
-"""Dataset statistics (seed 004 Table I) on the real embedded datasets: `vpr data stats` and the
+"""Dataset statistics (paper 004 Table I) on the real embedded datasets: `vpr data stats` and the
 report's published-vs-ours table. Counts are checked against the files on disk, positives against
 a brute-force distance computation from the UTM in the file names."""
 

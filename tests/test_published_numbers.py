@@ -1,7 +1,7 @@
-"""Every number a study file says the paper printed equals the paper: the tables of the seed papers'
+"""Every number a study file says the paper printed equals the paper: the tables of the papers'
 text (`../shared/seeds/*.txt`, tab-separated cells; `VPR_SEEDS` overrides the folder) are parsed
-and compared with each study's `published:` block, seed 003 Table 2's Δ-vs-AVG rows with the
-differences of its rows, and seed 004 Table I with `experiments/datasets/s004_table1.yaml`.
+and compared with each study's `published:` block, paper 003 Table 2's Δ-vs-AVG rows with the
+differences of its rows, and paper 004 Table I with `experiments/datasets/s004_table1.yaml`.
 Skipped where the seed texts are absent."""
 
 from __future__ import annotations
@@ -123,7 +123,7 @@ def test_published_numbers_equal_the_paper(study):
     tables = paper_tables(_seed_file(study.paper))
     number = _table_number(match.group(1))
     assert number in tables, f"{study.id}: seed {study.paper} has no Table {match.group(1)} (found {sorted(tables)})"
-    # Flattened: also covers seed 003 Table 1, printed with one row per dataset.
+    # Flattened: also covers paper 003 Table 1, printed with one row per dataset.
     assert _flat(_expected_rows(study)) == _flat(tables[number].rows), study.path
 
 

@@ -146,7 +146,7 @@ def test_tuning_workers_run_as_ray_tasks(embedded_root, tmp_path, ray_cluster, p
     tune = vpr_on(project, mlflow_server.uri, "tune", "run", "experiments/tune_ray.yaml", "--jobs", "2",
                   "--ray", ray_cluster, "--tuning-storage", storage)
     assert tune.returncode == 0, tune.stdout + tune.stderr
-    assert f"2 tuning worker(s) as Ray tasks on {ray_cluster}" in tune.stdout
+    assert f"2 worker(s) each, as Ray tasks on {ray_cluster}" in tune.stdout
     study = optuna.load_study(study_name="tune_ray/adamw", storage=storage)
     done = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
     assert len(done) >= 3

@@ -242,7 +242,7 @@ def test_write_figures_per_study(studies, tmp_path):
 
 
 def test_write_figures_qualitative_for_listed_study(studies, tokyo_predictions, embedded_root, tmp_path):
-    study = studies["s003_table2_poolings"]  # seed 003 Fig. 4: the Table 2 models
+    study = studies["s003_table2_poolings"]  # paper 003 Fig. 4: the Table 2 models
     assert list(study.qualitative) == study.labels
     folders = list(tokyo_predictions.values())
     cells = [make_cell(label, predictions={"tokyo_xs": folders[i]}, study=study.id)

@@ -1,5 +1,5 @@
 """Report tables and their statistics: bootstrap CIs, paired tests, ties, every table kind from the
-real study files (compiled with a real pdflatex), Δ rows against seed 003's printed deltas,
+real study files (compiled with a real pdflatex), Δ rows against paper 003's printed deltas,
 missing runs, bold, escaping."""
 
 from __future__ import annotations
@@ -149,7 +149,7 @@ def test_mean_std():
 # Tables
 
 
-PRINTED_DELTAS = {   # seed 003 Table 2, rows "GeM Δ AVG" and "MixVPR Δ AVG", as printed
+PRINTED_DELTAS = {   # paper 003 Table 2, rows "GeM Δ AVG" and "MixVPR Δ AVG", as printed
     "gem": [2.16, 3.08, 5.8, 4.7, 4.45, 5.4],
     "mixvpr": [23.45, 16.68, 40.2, 36.7, 42.54, 37.78],
 }

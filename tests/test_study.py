@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 EXPERIMENTS = REPO / "experiments"
 ROOTS = {"train": "/fake/gsv_xs", "val": "/fake/sf_xs/val", "sf_xs_test": "/fake/sf_xs/test",
          "tokyo_xs": "/fake/tokyo_xs/test"}
-# One file per results table/figure of the seed papers (experiments/README.md).
+# One file per results table/figure of the papers (experiments/README.md).
 EXPECTED = {
     "s000_table1_losses", "s000_table2_losses", "s000_table3_optimizers", "s000_fig2_pooling",
     "s003_table1_baseline", "s003_table2_poolings", "s003_table3_optimizers", "s003_table4_schedulers",

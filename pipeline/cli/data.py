@@ -50,7 +50,7 @@ def _data_stats(args: argparse.Namespace) -> int:
 
 
 def _register_stats(data_sub: argparse._SubParsersAction) -> None:
-    stats = data_sub.add_parser("stats", help="count images, places, cities, queries per split (seed 004 Table I)",
+    stats = data_sub.add_parser("stats", help="count images, places, cities, queries per split (paper 004 Table I)",
                                 description="Per split under each ROOT: images, places and cities (training "
                                 "sets); queries, database images and queries without a positive within "
                                 "--radius metres (evaluation splits).")

@@ -38,5 +38,4 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_jobs(report, "processes drawing figures", default=None)
     add_quiet(report)
     deprecated(report, "--experiments", "the STUDIES argument", "experiments")
-    deprecated(report, "--tuning-dir", "--tuned-dir", "tuned_dir")
     report.set_defaults(func=_report)

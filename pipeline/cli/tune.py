@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from pipeline.cli.arguments import (add_jobs, add_project, add_quiet, add_studies, add_tuned_dir, add_tuning_storage,
-                                    deprecated, studies_of)
+                                    deprecated, positive_int, studies_of)
 from pipeline.cli.sweep import add_ray
 
 
@@ -45,7 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_project(tune_run)
     add_tuned_dir(tune_run)
     add_quiet(tune_run)
-    deprecated(tune_run, "--workers", "--jobs", "jobs", type=int)
+    deprecated(tune_run, "--workers", "--jobs", "jobs", type=positive_int)
     deprecated(tune_run, "--storage", "--tuning-storage", "tuning_storage")
     deprecated(tune_run, "--out", "--tuned-dir", "tuned_dir")
     tune_run.set_defaults(func=_tune_run)

@@ -1,4 +1,4 @@
-"""Dataset statistics per split (seed 004 Table I), computed from the dataset index.
+"""Dataset statistics per split (paper 004 Table I), computed from the dataset index.
 
 A training split counts its images, places (city, place id) and cities; an evaluation split its
 queries, database images and the queries with no database image within the positive radius

@@ -72,15 +72,15 @@ class LocalExecutor:
 
     `tracking_uri`: the MLflow store the workers open while they warm up (`warm_up`)."""
 
-    def describe(self) -> str:
-        """One line for the log."""
-        return f"{self.slots} at a time on this machine"
-
     def __init__(self, slots: int, tracking_uri: str | None = None) -> None:
         self.slots = slots
         self._devices = cuda_device_count()
         self._slots = [_Slot() for _ in range(slots)]
         self._args = ["--serve"] + ([tracking_uri] if tracking_uri else [])
+
+    def describe(self) -> str:
+        """One line for the log."""
+        return f"{self.slots} at a time on this machine"
 
     def start(self) -> None:
         """Start every slot's worker now, so it warms up while the caller still plans."""

@@ -81,6 +81,7 @@ class RayExecutor:
             raise RayUnavailable(f"--ray {address}: no Ray cluster answers ({err}); start one with "
                                  "`ray start --head` (README, Several machines)") from None
         self._ray = ray
+        self.address = address
         total = ray.cluster_resources()
         self.gpus = gpus if gpus is not None else (1.0 if total.get("GPU", 0) >= 1 else 0.0)
         self.cpus = cpus if cpus is not None else 1.0
@@ -93,8 +94,8 @@ class RayExecutor:
         self._pending: dict[Any, str] = {}
 
     def describe(self) -> str:
-        """One line for the sweep's log."""
-        return f"Ray cluster: {self.cpus:g} CPU and {self.gpus:g} GPU per run"
+        """One line for the log."""
+        return f"as Ray tasks on {self.address} ({self.cpus:g} CPU, {self.gpus:g} GPU each)"
 
     def submit(self, key: str, spec_path: Path) -> None:
         """Queue the job of `spec_path` as a Ray task."""

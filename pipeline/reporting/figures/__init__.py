@@ -4,11 +4,11 @@ Every figure is written as PNG (150 dpi) and PDF next to each other and every pu
 returns the files it wrote. A figure without data writes nothing and returns `[]`; cells that are
 missing, failed or lack the data a figure needs are skipped and listed in a note on the figure.
 
-    curves.recall_curves              seed 000 Figs. 2-4, seed 003 Fig. 3 (R@N per epoch)
-    lr.lr_schedules                   seed 003 Fig. 1 (the LR each run recorded, per step)
-    qualitative.qualitative_retrievals seed 003 Fig. 4, seed 004 Fig. 4 (top-k of hard queries)
-    places.training_places_sample     seed 004 Fig. 2 (a place seen at different times)
-    tuning.write_tuning_figures       seed 003 Fig. 2 (Optuna: history, LR x WD, importances)
+    curves.recall_curves              paper 000 Figs. 2-4, paper 003 Fig. 3 (R@N per epoch)
+    lr.lr_schedules                   paper 003 Fig. 1 (the LR each run recorded, per step)
+    qualitative.qualitative_retrievals paper 003 Fig. 4, paper 004 Fig. 4 (top-k of hard queries)
+    places.training_places_sample     paper 004 Fig. 2 (a place seen at different times)
+    tuning.write_tuning_figures       paper 003 Fig. 2 (Optuna: history, LR x WD, importances)
 
 A new figure is one module here and one line in `write_figures`.
 """

@@ -66,7 +66,7 @@ def label_styles(labels: Sequence[str]) -> dict[str, Style]:
 
     Grid x variant labels ("gem / MultiStepLR") are split on " / ": the part with the most
     distinct values picks colour and marker, the other varying parts pick the line style, so
-    e.g. the four schedulers of seed 003 Table 4 get four colours and GeM/MixVPR two line styles.
+    e.g. the four schedulers of paper 003 Table 4 get four colours and GeM/MixVPR two line styles.
     Labels without parts get one colour each. Keys are coloured in order of first appearance.
     """
     from matplotlib import colormaps

@@ -1,4 +1,4 @@
-"""Recall@N per epoch on the validation split, one line per cell (seed 000 Figs. 2-4, seed 003
+"""Recall@N per epoch on the validation split, one line per cell (paper 000 Figs. 2-4, paper 003
 Fig. 3), with the paper's printed per-epoch numbers as hollow markers."""
 
 from __future__ import annotations

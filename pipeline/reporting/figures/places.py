@@ -1,4 +1,4 @@
-"""A sample of training places, each row one place over time (seed 004 Fig. 2)."""
+"""A sample of training places, each row one place over time (paper 004 Fig. 2)."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ def _date_text(path: str) -> str:
 
 def training_places_sample(train_root: str | Path, out_dir: str | Path, n_places: int = 6, per_place: int = 4,
                            seed: int = 0, *, name: str = "training_places") -> list[Path]:
-    """A grid of `n_places` training places (rows), each with `per_place` of its images (seed 004 Fig. 2).
+    """A grid of `n_places` training places (rows), each with `per_place` of its images (paper 004 Fig. 2).
 
     Places are drawn with a seeded RNG, spread over the cities in turn; a place's images are
     ordered by capture date, shown under each image, so a row reads as the place over time.

@@ -1,4 +1,4 @@
-"""Qualitative retrievals: the hardest queries and each method's top-k (seed 003 Fig. 4, seed 004
+"""Qualitative retrievals: the hardest queries and each method's top-k (paper 003 Fig. 4, paper 004
 Fig. 4). Which cells a study shows is declared in its study file (`qualitative:`)."""
 
 from __future__ import annotations
@@ -135,7 +135,7 @@ def _draw_block(fig: Figure, slot: Any, block: int, q: int, results: Mapping[str
 def qualitative_retrievals(cells: Sequence[CellResult], dataset_root: str | Path | Mapping[str, str | Path],
                            out_dir: str | Path, n_queries: int = 4, top_k: int = 5, *,
                            dataset: str | None = None, name: str = "qualitative_retrievals") -> list[Path]:
-    """A grid of the hardest queries and each method's top-k retrievals (seeds 003/004 Fig. 4).
+    """A grid of the hardest queries and each method's top-k retrievals (papers 003/004 Fig. 4).
 
     Each cell is a method (the first finished seed of a label is used). For each chosen query a
     block of rows, one per method: the query image (left, spanning the block), the method name,

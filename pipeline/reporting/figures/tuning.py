@@ -1,5 +1,5 @@
 """Figures of a tuning, read from its Optuna storage: optimization history, LR vs weight decay
-coloured by Recall@1 (seed 003 Fig. 2) and parameter importances; one panel per optimizer.
+coloured by Recall@1 (paper 003 Fig. 2) and parameter importances; one panel per optimizer.
 
 `vpr report` writes them for every tuning file (`experiments/tune_*.yaml`) into
 `<out>/<tuning id>/` (reports/figures/tuning/<id>/); the sweeps never draw.

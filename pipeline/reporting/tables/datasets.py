@@ -1,4 +1,4 @@
-"""Dataset tables (seed 004 Table I): the paper's counts beside ours, per split.
+"""Dataset tables (paper 004 Table I): the paper's counts beside ours, per split.
 
 The printed numbers live in `experiments/datasets/<table>.yaml` (not a study: no runs); ours are
 counted from the prepared dataset roots by `pipeline.data.stats`, as `vpr data stats` prints them.

@@ -2,11 +2,11 @@
 
 - `final`: one row per cell (labels split into their grid/variant parts), LR/WD columns when the
   cells' optimizers differ in them, dataset x R@1/R@5 columns; with `study.baseline`, a block of
-  "<cell> Δ <baseline>" rows after the cells (as seed 003 Table 2 prints them).
+  "<cell> Δ <baseline>" rows after the cells (as paper 003 Table 2 prints them).
 - `per_epoch`: per cell an R@1 and an R@5 row, one column per epoch (SF-XS val) and a "test"
-  column (SF-XS test of the best checkpoint), as seed 000 Tables 1-3.
+  column (SF-XS test of the best checkpoint), as paper 000 Tables 1-3.
 - `top_k`: the cells ranked by the mean of their SF-XS test and Tokyo-XS R@1, the best TOP_K kept,
-  with a rank and a score column (seed 004 Table VII).
+  with a rank and a score column (paper 004 Table VII).
 - published vs reproduced: paper, ours and Δ per cell with printed numbers.
 
 A run that is not finished or lacks a value is an explicit missing cell (`--` / `—`) explained in
@@ -34,9 +34,9 @@ if TYPE_CHECKING:
     from pipeline.studies.study import Study
 
 METRICS: Final = (1, 5)                      # Recall@N columns, as the papers print them
-TOP_K: Final = 3                             # seed 004 Table VII keeps the top three
+TOP_K: Final = 3                             # paper 004 Table VII keeps the top three
 RANK_DATASETS: Final = ("sf_xs_test", "tokyo_xs")   # "combined performance ... on the test datasets"
-PER_EPOCH_TEST: Final = "sf_xs_test"         # the "test" column of seed 000's per-epoch tables
+PER_EPOCH_TEST: Final = "sf_xs_test"         # the "test" column of paper 000's per-epoch tables
 
 
 def final_table(study: Study, by_label: dict[str, list[CellResult]], deltas: bool = True) -> Table:
@@ -74,7 +74,7 @@ def final_table(study: Study, by_label: dict[str, list[CellResult]], deltas: boo
 
 
 def _delta_rows(baseline: str, labels: list[str], rows: list[Row], n_stub: int) -> list[Row]:
-    """"<cell> Δ <baseline>" rows after the cells (seed 003 Table 2's layout): differences of the
+    """"<cell> Δ <baseline>" rows after the cells (paper 003 Table 2's layout): differences of the
     shown means, missing where either side is."""
     base = rows[labels.index(baseline)]
     out = []
