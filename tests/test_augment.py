@@ -17,7 +17,8 @@ from torchvision.transforms import RandAugment
 
 from pipeline.config import ConfigError, config_from_dict
 from pipeline.data.augment import OPS, AugmentConfig, apply_ops, op_magnitude, sample_ops
-from pipeline.data.datasets import PlaceBatchSampler, TrainPlacesDataset, collate_places, load_image
+from pipeline.data.datasets import PlaceBatchSampler, TrainPlacesDataset, collate_places
+from pipeline.data.images import load_image
 from pipeline.data.device_augment import augment_batch
 
 SIZE = (48, 64)  # not square, so x and y cannot be confused

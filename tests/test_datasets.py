@@ -10,8 +10,9 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from pipeline.data.datasets import (EvalDataset, ImageLoadError, PlaceBatchSampler, TrainPlacesDataset,
-                                    collate_places, load_image)
+from pipeline.data.datasets import EvalDataset, PlaceBatchSampler, TrainPlacesDataset, collate_places
+from pipeline.data.images import load_image
+from pipeline.errors import ImageLoadError
 from pipeline.data.index import DatasetLayoutError, compute_positives, utm_of
 from pipeline.errors import UserError
 

@@ -17,7 +17,8 @@ from PIL import Image
 
 from pipeline.config import ConfigError, config_from_dict, config_hash, semantic_dict
 from pipeline.data.augment import AugmentConfig
-from pipeline.data.datasets import TrainPlacesDataset, collate_places, load_image
+from pipeline.data.datasets import TrainPlacesDataset, collate_places
+from pipeline.data.images import load_image
 from pipeline.data.device_decode import DeviceDecoder, EncodedImages, read_jpeg_bytes
 from pipeline.errors import ImageLoadError
 

@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from pipeline.data.augment import AugmentConfig
-from pipeline.data.datasets import ImageLoadError, TrainPlacesDataset
+from pipeline.data.datasets import TrainPlacesDataset
+from pipeline.errors import ImageLoadError
 from pipeline.errors import UserError
 
 SIZE = (24, 32)
