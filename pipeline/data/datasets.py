@@ -21,7 +21,8 @@ from pipeline.data.decoded_cache import process_cache
 from pipeline.data.device_decode import EncodedImages, decode_setting_problem
 from pipeline.data.image_cache import ResizedImageCache
 from pipeline.data.images import INTERPOLATIONS, load_image
-from pipeline.data.index import EvalSplitIndex, index_eval_split, index_training_set
+from pipeline.data.benchmarks.formats import read_split
+from pipeline.data.index import EvalSplitIndex, index_training_set
 from pipeline.errors import ConfigError
 
 class TrainPlacesDataset(Dataset):
@@ -160,7 +161,7 @@ class EvalDataset(Dataset):
                  parameter: str = "dataset") -> None:
         if interpolation not in INTERPOLATIONS:
             raise ConfigError(f"interpolation '{interpolation}' is not one of {sorted(INTERPOLATIONS)}")
-        self.index: EvalSplitIndex = index_eval_split(split_dir, radius, parameter)
+        self.index: EvalSplitIndex = read_split(split_dir, radius, parameter)
         self.image_size = None if image_size is None else tuple(image_size)
         self.interpolation = interpolation
 

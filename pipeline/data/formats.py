@@ -94,6 +94,24 @@ def parse_image_name(name: str | Path) -> ImageRecord:
                        heading, field(_DATE), place_id, city)
 
 
+def parse_utm(name: str | Path) -> tuple[float, float]:
+    """UTM (east, north) of an `@`-separated image name, fields 1 and 2: all that evaluation needs,
+    and all that VPR-methods-evaluation reads (the other fields vary between benchmarks: a
+    downloader's note field holds e.g. `pitch1_yaw1`). FormatError names a file without them."""
+    base = Path(name).name
+    fields = base.split("@")
+    try:
+        if not base.startswith("@") or len(fields) < 4:
+            raise ValueError
+        east, north = float(fields[_EAST]), float(fields[_NORTH])
+    except ValueError:
+        raise FormatError(f"{name}: image name has no coordinates; expected "
+                          "'@UTM_east@UTM_north@zone@band@lat@lon@...@.jpg'") from None
+    if not (math.isfinite(east) and math.isfinite(north)):
+        raise FormatError(f"{name}: UTM coordinates must be finite numbers")
+    return east, north
+
+
 def format_image_name(rec: ImageRecord) -> str:
     """Inverse of `parse_image_name`: build the canonical XS file name for a record."""
     heading = "" if rec.heading is None else f"{int(round(rec.heading)) % 360}"

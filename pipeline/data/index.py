@@ -14,6 +14,7 @@ from pipeline.data.formats import (
     FormatError,
     gsv_cities_image_name,
     parse_image_name,
+    parse_utm,
     read_city_csv,
 )
 from pipeline.errors import ConfigError, UserError
@@ -62,8 +63,7 @@ def utm_of(paths: list[Path] | list[str]) -> np.ndarray:
     """UTM (east, north) of every image name; raises FormatError naming the first bad file."""
     out = np.empty((len(paths), 2), dtype=np.float64)
     for i, p in enumerate(paths):
-        rec = parse_image_name(p)
-        out[i] = (rec.utm_east, rec.utm_north)
+        out[i] = parse_utm(p)
     return out
 
 
@@ -83,8 +83,9 @@ class EvalSplitIndex:
 
     def __repr__(self) -> str:
         no_pos = sum(len(p) == 0 for p in self.positives)
+        rule = f"within {self.radius:g} m" if self.radius == self.radius else "in the given ground truth"
         return (f"EvalSplitIndex({self.name}: {len(self.database_paths)} database, "
-                f"{len(self.query_paths)} queries, {no_pos} without positives within {self.radius:g} m)")
+                f"{len(self.query_paths)} queries, {no_pos} without positives {rule})")
 
 
 def index_eval_split(split_dir: str | Path, radius: float = 25.0,
@@ -158,13 +159,15 @@ def discover(root: str | Path, parameter: str = "ROOT") -> dict[str, Path]:
     found: dict[str, Path] = {}
 
     def visit(folder: Path, depth: int) -> None:
-        if (folder / "database").is_dir() or (folder / "queries").is_dir():
-            found[f"{folder.parent.name}/{folder.name}"] = folder
+        if (folder / "database").is_dir() or (folder / "queries").is_dir() or any(folder.glob("*_dbImages.npy")):
+            # an evaluation split; a benchmark's `<dataset>/images/test` is named `<dataset>/test`
+            dataset = folder.parent.parent.name if folder.parent.name == "images" else folder.parent.name
+            found[f"{dataset}/{folder.name}"] = folder
             return
         if (folder / "Dataframes").is_dir() or (folder.name == "train" and _has_city_dirs(folder)):
             found[f"{folder.parent.name}/train" if folder.name == "train" else f"{folder.name}/train"] = folder
             return
-        if depth < 2:
+        if depth < 3:  # a folder of benchmarks: <root>/<dataset>/images/test
             for sub in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
                 visit(sub, depth + 1)
 

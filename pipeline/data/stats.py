@@ -13,7 +13,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.data.index import discover, index_eval_split, index_training_set, is_training_split
+from pipeline.data.benchmarks.formats import read_split
+from pipeline.data.index import discover, index_training_set, is_training_split
 
 # Columns of the printed table: (field, header).
 COLUMNS = (("images", "images"), ("places", "places"), ("cities", "cities"), ("queries", "queries"),
@@ -48,7 +49,7 @@ def split_stats(split: str, folder: str | Path, radius: float = 25.0, training: 
         places = manifest[["city", "place_id"]].drop_duplicates()
         return SplitStats(split, str(folder), "train", len(manifest), places=len(places),
                           cities=int(manifest["city"].nunique()))
-    index = index_eval_split(folder, radius, parameter=split)
+    index = read_split(folder, radius, parameter=split)
     queries, database = len(index.query_paths), len(index.database_paths)
     return SplitStats(split, str(folder), "eval", queries + database, queries=queries, database=database,
                       queries_without_positives=sum(len(p) == 0 for p in index.positives), radius=radius)
