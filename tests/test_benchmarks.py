@@ -187,7 +187,7 @@ def test_discover_finds_benchmarks_in_either_format(tmp_path):
     folder = tmp_path / "SPED"
     _npy_fixture(folder, "SPED", 2, 2)
     np.save(folder / "SPED_gt.npy", np.arange(2).reshape(2, 1))
-    assert set(discover(tmp_path)) == {"pitts30k/test", "tmp_path_name/SPED".replace("tmp_path_name", tmp_path.name)}
+    assert set(discover(tmp_path)) == {"pitts30k/test", "SPED/test"}
 
 
 def test_every_benchmark_has_a_rule_a_source_and_real_sizes():
@@ -195,3 +195,105 @@ def test_every_benchmark_has_a_rule_a_source_and_real_sizes():
         assert b.rule and b.source and b.database > 0 and b.queries > 0, b.key
     assert benchmark_keys("all") == list(BENCHMARKS)
     assert BENCHMARKS["pitts30k"].zone == "17T" and BENCHMARKS["tokyo247"].zone == "54S"
+
+
+# --- the embedded versions (`vpr data synth --benchmark`) follow each rule ---------------------------
+
+@pytest.fixture(scope="module")
+def embedded_benchmarks(tmp_path_factory):
+    from pipeline.data.synthetic.benchmarks import generate_benchmarks
+
+    out = tmp_path_factory.mktemp("benchmarks")
+    generate_benchmarks(out, list(BENCHMARKS), seed=0, scale="demo", progress=False)
+    return out
+
+
+def _zone(path: Path) -> str:
+    fields = path.name.split("@")
+    return f"{fields[3]}{fields[4]}"
+
+
+def test_every_embedded_benchmark_is_read_in_its_format_with_the_real_ratio(embedded_benchmarks):
+    from pipeline.data.synthetic.benchmarks import sizes
+
+    for key, b in BENCHMARKS.items():
+        index = read_split(embedded_benchmarks / key)
+        n_db, n_q = sizes(key, "demo")
+        assert len(index.database_paths) >= n_db, key
+        expected_q = n_q - (1 if key == "msls_val" else 0)  # qIdx leaves a query out
+        assert len(index.query_paths) == expected_q, key
+        if n_q > 4:  # above the floor of 4 queries, the real query/database ratio
+            assert abs(n_q / n_db - b.queries / b.database) < 0.1, key
+        assert all(len(p) for p in index.positives), key  # every embedded query has a positive
+
+
+@pytest.mark.parametrize("key", ["pitts30k", "tokyo247", "st_lucia", "eynsham", "svox"])
+def test_embedded_names_carry_the_benchmarks_utm_zone(embedded_benchmarks, key):
+    index = read_split(embedded_benchmarks / key)
+    assert {_zone(p) for p in index.database_paths + index.query_paths} == {BENCHMARKS[key].zone}
+
+
+def test_embedded_pitts30k_positives_equal_the_reference_rule(embedded_benchmarks):
+    from pipeline.data.index import utm_of
+
+    index = read_split(embedded_benchmarks / "pitts30k")
+    expected = brute_force_positives(utm_of(index.database_paths), utm_of(index.query_paths))
+    assert [p.tolist() for p in index.positives] == [e.tolist() for e in expected]
+    assert any(p.parent.name != "database" for p in index.database_paths)  # in subfolders, as released
+
+
+def test_embedded_nordland_positives_are_the_frames_within_ten(embedded_benchmarks):
+    index = read_split(embedded_benchmarks / "nordland")
+    frame_of = [int(p.name.split("@")[7]) for p in index.database_paths]
+    for query, positives in zip(index.query_paths, index.positives):
+        q = int(query.name.split("@")[7])
+        assert sorted(frame_of[i] for i in positives) == [f for f in sorted(frame_of) if abs(f - q) <= 10]
+
+
+@pytest.mark.parametrize("key", ["sped", "amstertime"])
+def test_embedded_pairs_have_exactly_their_partner_as_positive(embedded_benchmarks, key):
+    index = read_split(embedded_benchmarks / key)
+    assert all(len(p) == 1 for p in index.positives)
+    stem = (lambda p: p.name.split("@")[7]) if key == "amstertime" else (lambda p: p.stem)
+    assert all(stem(index.database_paths[p[0]]) == stem(q) for q, p in zip(index.query_paths, index.positives))
+
+
+def test_embedded_eynsham_database_is_the_first_panoramas_five_tiles_each(embedded_benchmarks):
+    index = read_split(embedded_benchmarks / "eynsham")
+    pano = lambda p: int(p.name.split("@")[7])  # noqa: E731
+    db_panos, q_panos = [pano(p) for p in index.database_paths], [pano(p) for p in index.query_paths]
+    assert max(db_panos) < min(q_panos)
+    assert all(db_panos.count(n) == 5 for n in set(db_panos))
+    assert sorted({p.name.split("@")[8] for p in index.database_paths}) == ["0", "1", "2", "3", "4"]
+
+
+def test_embedded_st_lucia_queries_are_a_later_traversal_of_the_same_route(embedded_benchmarks):
+    index = read_split(embedded_benchmarks / "st_lucia")
+    pano = lambda p: int(p.name.split("@")[7])  # noqa: E731
+    assert max(map(pano, index.database_paths)) < min(map(pano, index.query_paths))
+    assert all(len(p) >= 1 for p in index.positives)
+
+
+def test_embedded_msls_val_uses_qidx_and_pidx_and_svox_its_gallery(embedded_benchmarks):
+    folder = embedded_benchmarks / "msls_val"
+    assert (folder / "msls_val_qIdx.npy").is_file() and (folder / "msls_val_pIdx.npy").is_file()
+    assert not (folder / "msls_val_gt.npy").exists()
+    assert np.load(folder / "msls_val_qImages.npy").size > len(read_split(folder).query_paths)
+    assert (embedded_benchmarks / "svox" / "images" / "test" / "gallery").is_dir()
+
+
+def test_data_check_and_stats_accept_every_benchmark_and_name_a_bad_file(embedded_benchmarks, tmp_path):
+    import shutil
+
+    from pipeline.data.checks import check_dataset
+    from pipeline.data.stats import dataset_stats
+
+    report = check_dataset(embedded_benchmarks, progress=False)
+    assert report.ok and set(report.scanned) == {f"{k}/test" for k in BENCHMARKS}
+    assert {s.split for s in dataset_stats([embedded_benchmarks])} >= {f"{k}/test" for k in BENCHMARKS}
+    broken = tmp_path / "tokyo247"
+    shutil.copytree(embedded_benchmarks / "tokyo247", broken)
+    victim = sorted((broken / "images" / "test" / "queries").iterdir())[0]
+    victim.write_bytes(victim.read_bytes()[:100])  # truncated
+    report = check_dataset(broken, progress=False)
+    assert [p.path for p in report.errors] == [str(victim)]

@@ -12,6 +12,14 @@ from pipeline.cli.arguments import add_quiet
 def _data_synth(args: argparse.Namespace) -> int:
     from pipeline.data.synthetic import generate
 
+    if args.benchmark:
+        from pipeline.data.benchmarks import benchmark_keys
+        from pipeline.data.synthetic.benchmarks import generate_benchmarks
+
+        summary = generate_benchmarks(Path(args.out), benchmark_keys(args.benchmark), seed=args.seed, scale=args.scale,
+                                      image_size=args.image_size, progress=not args.quiet)
+        print(json.dumps(summary, indent=2))
+        return 0
     summary = generate(Path(args.out), seed=args.seed, scale=args.scale, image_size=args.image_size,
                        gsv_cities_layout=args.gsv_cities_layout, progress=not args.quiet)
     print(json.dumps(summary, indent=2))
@@ -75,6 +83,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     synth.add_argument("--image-size", default=None,
                        help="N (square side) or HxW in pixels, e.g. 480x640 for the real datasets' size "
                        "(default: the scale's square size)")
+    synth.add_argument("--benchmark", default=None, metavar="NAME[,NAME]|all",
+                       help="write instead the embedded version of these benchmarks (pitts30k, msls_val, nordland, "
+                       "sped, amstertime, st_lucia, eynsham, tokyo247, svox, or all) in their real formats, "
+                       "one folder each under --out")
     synth.add_argument("--gsv-cities-layout", action="store_true",
                        help="also write the training set in the original GSV-Cities layout (Dataframes/ + Images/)")
     add_quiet(synth)

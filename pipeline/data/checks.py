@@ -9,7 +9,10 @@ from pathlib import Path
 from PIL import Image
 from tqdm import tqdm
 
-from pipeline.data.formats import FormatError, parse_image_name
+from pipeline.data.benchmarks.catalog import NPY
+from pipeline.data.benchmarks.formats import (DOWNLOADER_LAYOUT, NPY_LAYOUT, database_folder, read_npy_split,
+                                              split_format, split_images)
+from pipeline.data.formats import FormatError, parse_image_name, parse_utm
 from pipeline.data.index import (EVAL_LAYOUT, TRAIN_LAYOUT, DatasetLayoutError, compute_positives,
                                  discover, is_training_split, list_images)
 
@@ -98,12 +101,12 @@ def _check_expected_splits(root: Path, report: CheckReport) -> None:
 
 
 def _scan_images(paths: list[Path], decode: bool, progress: bool, desc: str,
-                 report: CheckReport) -> list[tuple[Path, object]]:
-    """Parse every name (and decode every image); return (path, record) of the usable ones."""
+                 report: CheckReport, parse=parse_image_name) -> list[tuple[Path, object]]:
+    """Parse every name with `parse` (and decode every image); return (path, parsed) of the usable ones."""
     usable = []
     for path in tqdm(paths, desc=desc, unit="img", disable=not progress, leave=False):
         try:
-            rec = parse_image_name(path)
+            rec = parse(path) if parse is not None else None
         except FormatError as err:
             report.add("error", path, str(err).split(": ", 1)[-1])
             continue
@@ -118,24 +121,49 @@ def _scan_images(paths: list[Path], decode: bool, progress: bool, desc: str,
 
 def _check_eval(key: str, folder: Path, radius: float, decode: bool, progress: bool,
                 report: CheckReport) -> None:
+    """An evaluation split in any format (`pipeline.data.benchmarks.formats`): names, images, positives."""
+    if split_format(folder) == NPY:
+        _check_npy(key, folder, decode, progress, report)
+        return
+    downloader = split_format(folder) not in (None, "xs")
+    layout = DOWNLOADER_LAYOUT if downloader else EVAL_LAYOUT
     parts = {}
     for sub in ("database", "queries"):
-        if not (folder / sub).is_dir():
-            report.add("error", folder / sub, f"missing folder; expected {EVAL_LAYOUT}")
+        sub_folder = database_folder(folder) if sub == "database" else folder / sub
+        if sub_folder is None or not sub_folder.is_dir():
+            report.add("error", folder / sub, f"missing folder; expected {layout}")
             continue
-        paths = list_images(folder / sub)
+        try:
+            paths = split_images(sub_folder, key) if downloader else list_images(sub_folder)
+        except DatasetLayoutError as err:
+            report.add("error", sub_folder, str(err))
+            continue
         if not paths:
-            report.add("error", folder / sub, "folder holds no images")
-        parts[sub] = _scan_images(paths, decode, progress, f"{key}/{sub}", report)
+            report.add("error", sub_folder, "folder holds no images")
+        parts[sub] = _scan_images(paths, decode, progress, f"{key}/{sub}", report, parse_utm)
     if len(parts) < 2:
         return
     db, q = parts["database"], parts["queries"]
-    positives = compute_positives([(r.utm_east, r.utm_north) for _, r in db],
-                                  [(r.utm_east, r.utm_north) for _, r in q], radius)
+    positives = compute_positives([utm for _, utm in db], [utm for _, utm in q], radius)
     lonely = [path for (path, _), pos in zip(q, positives) if len(pos) == 0]
     for path in lonely:
         report.add("warning", path, f"query has no database image within {radius:g} m (it will count as a miss)")
     report.scanned[key] = {"database": len(db), "queries": len(q), "queries_without_positives": len(lonely)}
+
+
+def _check_npy(key: str, folder: Path, decode: bool, progress: bool, report: CheckReport) -> None:
+    """GSV-Cities evaluation files: the arrays, every image they name, queries without positives."""
+    try:
+        index = read_npy_split(folder, parameter=key)
+    except (FormatError, DatasetLayoutError) as err:
+        report.add("error", folder, f"{err} (expected {NPY_LAYOUT})")
+        return
+    _scan_images(index.database_paths + index.query_paths, decode, progress, key, report, parse=None)
+    lonely = [path for path, pos in zip(index.query_paths, index.positives) if len(pos) == 0]
+    for path in lonely:
+        report.add("warning", path, "query has no positive in the ground truth (it will count as a miss)")
+    report.scanned[key] = {"database": len(index.database_paths), "queries": len(index.query_paths),
+                           "queries_without_positives": len(lonely)}
 
 
 def _check_train(key: str, folder: Path, min_images: int, decode: bool, progress: bool,

@@ -112,6 +112,15 @@ def parse_utm(name: str | Path) -> tuple[float, float]:
     return east, north
 
 
+def format_downloader_name(east: float, north: float, zone: int, letter: str, lat: float, lon: float,
+                           pano_id: str = "", tile: int | str = "", heading: float | str = "", note: str = "") -> str:
+    """A file name as gmberton/VPR-datasets-downloader writes it (util.py): east, north, zone,
+    letter, lat, lon, pano_id, tile_num, heading, pitch, roll, height, timestamp, note, extension."""
+    fields = ["", f"{east:010.2f}", f"{north:010.2f}", f"{zone:02d}", letter, f"{lat:09.5f}", f"{lon:010.5f}",
+              pano_id, str(tile), str(heading), "", "", "", "", note, ".jpg"]
+    return "@".join(fields)
+
+
 def format_image_name(rec: ImageRecord) -> str:
     """Inverse of `parse_image_name`: build the canonical XS file name for a record."""
     heading = "" if rec.heading is None else f"{int(round(rec.heading)) % 360}"

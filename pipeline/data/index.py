@@ -75,11 +75,16 @@ class EvalSplitIndex:
     database_paths: list[Path]
     query_paths: list[Path]
     positives: list[np.ndarray] = field(repr=False)
-    radius: float = 25.0
+    radius: float = 25.0   # NaN when the ground truth is given (GSV-Cities evaluation files)
 
     @property
     def name(self) -> str:
-        return f"{self.root.parent.name}/{self.root.name}"
+        """`<dataset>/<split>`: a downloader split `<dataset>/images/test` and a folder of
+        evaluation files `<dataset>/` are `<dataset>/test`."""
+        if self.radius != self.radius:
+            return f"{self.root.name}/test"
+        parent = self.root.parent.parent if self.root.parent.name == "images" else self.root.parent
+        return f"{parent.name}/{self.root.name}"
 
     def __repr__(self) -> str:
         no_pos = sum(len(p) == 0 for p in self.positives)
@@ -159,7 +164,10 @@ def discover(root: str | Path, parameter: str = "ROOT") -> dict[str, Path]:
     found: dict[str, Path] = {}
 
     def visit(folder: Path, depth: int) -> None:
-        if (folder / "database").is_dir() or (folder / "queries").is_dir() or any(folder.glob("*_dbImages.npy")):
+        if any(folder.glob("*_dbImages.npy")):  # GSV-Cities evaluation files: `<dataset>/` is its test split
+            found[f"{folder.name}/test"] = folder
+            return
+        if (folder / "database").is_dir() or (folder / "queries").is_dir():
             # an evaluation split; a benchmark's `<dataset>/images/test` is named `<dataset>/test`
             dataset = folder.parent.parent.name if folder.parent.name == "images" else folder.parent.name
             found[f"{dataset}/{folder.name}"] = folder

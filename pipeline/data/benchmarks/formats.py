@@ -36,7 +36,7 @@ def split_format(folder: str | Path) -> str | None:
     folder = Path(folder)
     if any(folder.glob("*_dbImages.npy")):
         return NPY
-    database = _database_folder(folder)
+    database = database_folder(folder)
     if database is None or not (folder / "queries").is_dir():
         return None
     # The XS layout is the downloader's without subfolders: one reader would do, but the XS
@@ -74,12 +74,14 @@ def read_split(folder: str | Path, radius: float = 25.0, parameter: str = "split
 
 # --- VPR-datasets-downloader ---------------------------------------------------------------------
 
-def _database_folder(split: Path) -> Path | None:
+def database_folder(split: Path) -> Path | None:
+    """The split's database folder (`database`, or SVOX's `gallery`), or None."""
     return next((split / n for n in DATABASE_FOLDERS if (split / n).is_dir()), None)
 
 
-def _images(folder: Path, parameter: str) -> list[Path]:
-    """The folder's images: as its paths file lists them, else every image below it, sorted by path."""
+def split_images(folder: Path, parameter: str = "split") -> list[Path]:
+    """The folder's images: as its `<folder>_images_paths.txt` lists them, else every image below
+    it (hidden folders skipped), sorted by relative path."""
     listed = folder.parent / f"{folder.name}_images_paths.txt"
     if listed.is_file():
         paths = [folder / line.strip() for line in listed.read_text().splitlines() if line.strip()]
@@ -97,11 +99,11 @@ def read_downloader_split(split: str | Path, radius: float = 25.0, parameter: st
     """A split in the VPR-datasets-downloader layout; positives within `radius` metres (UTM
     east/north from the names, zone ignored as the reference does)."""
     split = Path(split)
-    database = _database_folder(split)
+    database = database_folder(split)
     if database is None or not (split / "queries").is_dir():
         raise DatasetLayoutError(f"{parameter}: '{split}' has no database/ (or gallery/) and queries/ folder; "
                                  f"expected {DOWNLOADER_LAYOUT}")
-    db, queries = _images(database, parameter), _images(split / "queries", parameter)
+    db, queries = split_images(database, parameter), split_images(split / "queries", parameter)
     for name, files in (("database", db), ("queries", queries)):
         if not files:
             raise DatasetLayoutError(f"{parameter}: '{split}' has no images in its {name} folder; expected "

@@ -53,6 +53,11 @@ CONDITIONS: dict[str, Condition] = {
     "tokyo": Condition(shift=0.1, shift_per_m=0.007, zoom=0.14, roll_deg=4, keystone=0.08, gain=0.25,
                        brightness=(0.55, 1.3), contrast=(0.6, 1.25), gamma=0.35, hue_deg=25,
                        season_prob=0.3, night_prob=0.8, occluders=(0, 3), noise=0.04),
+    # another season or era (Nordland winter, AmsterTime archive, SVOX weather): always a seasonal
+    # hue rotation, washed-out light
+    "winter": Condition(shift=0.08, shift_per_m=0.007, zoom=0.1, roll_deg=3, keystone=0.06, gain=0.3,
+                        brightness=(0.8, 1.4), contrast=(0.5, 1.0), gamma=0.35, hue_deg=25,
+                        season_prob=1.0, night_prob=0.05, occluders=(0, 2), noise=0.04),
 }
 
 
