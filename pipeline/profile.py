@@ -6,7 +6,9 @@
   at the user's copies); the prepare stage resolves it into dataset roots (`datasets.json`);
 - `run:` how every study cell is scaled: `set` (a config layer of sizes, counts, workers) and
   `max_epochs` (a cap); it may not change what a study compares (`PROFILE_FIXED`);
-- `tune:` the tuning-trial cap (`max_trials`) of small profiles.
+- `tune:` the tuning-trial cap (`max_trials`) of small profiles;
+- `benchmarks:` which standard benchmarks the evaluate stage tests runs on (`source: embedded`
+  generates them, `source: real` gives each one's folder under `roots:`), and the `protocol:`.
 
 This module is the one reader of all three, and of the roots the prepare stage wrote.
 """
@@ -18,7 +20,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -27,7 +29,8 @@ from pipeline.errors import ConfigError, format_validation_error, read_yaml
 
 __all__ = [
     "PROFILE_FIXED", "ParamsError", "RunScale", "apply_profile", "capped_budget", "check_roots", "dataset_roots", "load_profile",
-    "load_roots", "roots_layer", "run_scale", "trial_cap",
+    "benchmark_protocol", "benchmark_roots", "load_benchmark_roots", "load_roots", "roots_layer", "run_scale",
+    "trial_cap",
 ]
 
 # Config paths a profile's run.set may not touch: they define the comparison, not its scale.
@@ -160,6 +163,66 @@ def dataset_roots(profile: Mapping[str, Any], out: Path, params_path: str | Path
         raise ParamsError(f"{params_path}: data.source must be 'embedded' or 'real', got {source!r}")
     return {"train": str(gsv), "val": str(sf / "val"), "sf_xs_test": str(sf / "test"),
             "tokyo_xs": str(tokyo / "test")}
+
+
+# --- benchmarks -----------------------------------------------------------------------------------
+
+class _BenchmarksConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    source: Literal["embedded", "real"] = "embedded"
+    names: list[str] | Literal["all"] = "all"          # embedded: which to generate
+    roots: dict[str, str] = Field(default_factory=dict)  # real: benchmark key -> its folder
+    protocol: dict[str, Any] = Field(default_factory=dict)
+
+
+def _benchmarks_section(profile: Mapping[str, Any] | None) -> _BenchmarksConfig | None:
+    section = (profile or {}).get("benchmarks")
+    if section is None:
+        return None
+    try:
+        return _BenchmarksConfig.model_validate(section)
+    except ValidationError as err:
+        raise ParamsError(format_validation_error(err, {}, {(): _BenchmarksConfig}, prefix=("benchmarks",)),
+                          "params.yaml profile benchmarks section") from None
+
+
+def benchmark_roots(profile: Mapping[str, Any], out: Path) -> dict[str, str]:
+    """{benchmark key: folder} of a profile's `benchmarks:` section ({} without one); generates the
+    embedded versions (under `out/benchmarks`) for `source: embedded`."""
+    from pipeline.data.benchmarks import BENCHMARKS, benchmark_keys
+
+    section = _benchmarks_section(profile)
+    if section is None:
+        return {}
+    if section.source == "real":
+        for key in section.roots:
+            benchmark_keys(key)  # an unknown name is an error naming the valid ones
+        return {key: str(Path(root)) for key, root in section.roots.items()}
+    keys = list(BENCHMARKS) if section.names == "all" else [benchmark_keys(k)[0] for k in section.names]
+    from pipeline.data.synthetic.benchmarks import generate_benchmarks
+
+    data = profile.get("data") or {}
+    generate_benchmarks(out / "benchmarks", keys, seed=int(data.get("seed", 0)), scale=str(data.get("scale", "demo")),
+                        image_size=data.get("image_size"), progress=False)
+    return {key: str(out / "benchmarks" / key) for key in keys}
+
+
+def benchmark_protocol(profile: Mapping[str, Any] | None):
+    """The profile's `benchmarks.protocol` as a ProtocolConfig (the field's defaults without one)."""
+    from pipeline.data.benchmarks.protocol import ProtocolConfig
+
+    section = _benchmarks_section(profile)
+    try:
+        return ProtocolConfig.model_validate(section.protocol if section else {})
+    except ValidationError as err:
+        raise ParamsError(format_validation_error(err, {}, {(): ProtocolConfig}, prefix=("benchmarks", "protocol")),
+                          "params.yaml profile benchmarks section") from None
+
+
+def load_benchmark_roots(prepared: str | Path) -> dict[str, str]:
+    """{benchmark key: folder} the prepare stage wrote ({} when none, or before it ran)."""
+    path = Path(prepared) / _DATASETS_JSON
+    return json.loads(path.read_text()).get("benchmarks", {}) if path.exists() else {}
 
 
 def load_roots(prepared: str | Path) -> dict[str, str] | None:

@@ -122,7 +122,7 @@ def test_published_numbers_equal_the_paper(study):
     assert match, f"{study.id}: reproduces {study.reproduces!r} names no table to check its numbers against"
     tables = paper_tables(_seed_file(study.paper))
     number = _table_number(match.group(1))
-    assert number in tables, f"{study.id}: seed {study.paper} has no Table {match.group(1)} (found {sorted(tables)})"
+    assert number in tables, f"{study.id}: paper {study.paper} has no Table {match.group(1)} (found {sorted(tables)})"
     # Flattened: also covers paper 003 Table 1, printed with one row per dataset.
     assert _flat(_expected_rows(study)) == _flat(tables[number].rows), study.path
 

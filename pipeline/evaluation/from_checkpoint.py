@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from pipeline.config import RunConfig, config_from_dict
+from pipeline.data.benchmarks.protocol import ProtocolConfig, resolve_resize
 from pipeline.data.datasets import EvalDataset
 from pipeline.evaluation.device import resolve_channels_last, resolve_device, resolve_precision
 from pipeline.evaluation.results import evaluate
@@ -60,3 +61,22 @@ def evaluate_model(model: nn.Module, cfg: RunConfig, dataset: str | Path, out_di
     if out_dir:
         result.save(out_dir)
     return result.to_dict()
+
+
+def evaluate_on_benchmark(model: nn.Module, cfg: RunConfig, root: str | Path, protocol: ProtocolConfig,
+                          out_dir: str | Path | None = None, device: str = "auto", num_workers: int = 0,
+                          progress: bool = True) -> dict[str, Any]:
+    """A loaded network on one benchmark folder (any format) under `protocol`; the result's summary
+    with the protocol it ran under (`protocol`, and the image size it resolved to)."""
+    dev = resolve_device(device)
+    ds = EvalDataset(root, None, protocol.interpolation or cfg.evaluation.interpolation,
+                     protocol.positive_radius_m, parameter="--benchmark")
+    ds.image_size = resolve_resize(protocol, tuple(cfg.evaluation.resize), ds.database_paths[0])
+    result = evaluate(model, ds, recall_at=protocol.recall_at, top_k=protocol.top_k,
+                      batch_size=protocol.batch_size, device=dev, num_workers=num_workers,
+                      precision=resolve_precision(cfg.training.precision, dev),
+                      channels_last=resolve_channels_last(cfg.training.channels_last, dev),
+                      resize={"size": list(ds.image_size), "interpolation": ds.interpolation}, progress=progress)
+    if out_dir:
+        result.save(out_dir)
+    return {**result.to_dict(), "protocol": {**protocol.model_dump(), "resize": list(ds.image_size)}}

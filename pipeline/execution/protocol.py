@@ -49,8 +49,10 @@ class RunSpec:
     parent_run_id: str | None = None   # the MLflow parent run of its first study
     profile: str | None = None
     test: bool = True                  # test on the config's test sets after training
-    only_evaluate: bool = False        # a trained run: only test it
+    only_evaluate: bool = False        # a trained run: only test it (test sets if `test`, and benchmarks)
     tags: dict[str, str] = field(default_factory=dict)  # added to its MLflow run (e.g. the Ray node)
+    benchmarks: dict[str, str] = field(default_factory=dict)  # benchmark key -> folder, to test it on
+    protocol: dict[str, Any] = field(default_factory=dict)    # their ProtocolConfig
 
     kind = "run"
 

@@ -51,13 +51,23 @@ def execute_run(spec: RunSpec, progress: bool = False) -> dict[str, Any]:
 
 
 def evaluate_run(spec: RunSpec) -> dict[str, dict]:
-    """Test an already trained run (the `evaluate` stage): best checkpoint on every test set."""
+    """Test an already trained run (the `evaluate` stage): its best model on every test set (when
+    `spec.test`) and on the spec's benchmarks; never retrains it."""
+    from pipeline.data.benchmarks.protocol import ProtocolConfig
+    from pipeline.execution.benchmarks import evaluate_run_on_benchmarks
+
     folder = RunFolder(Path(spec.run_dir))
     with folder.lock():
         tracker = Tracker(spec.tracking_uri, spec.experiment)
         run_id, _ = _mlflow_run(tracker, spec)
+        cfg = config_from_dict(spec.config)
         try:
-            return evaluate_on_test_sets(tracker, run_id, config_from_dict(spec.config), folder)
+            results = evaluate_on_test_sets(tracker, run_id, cfg, folder) if spec.test else {}
+            if spec.benchmarks:
+                results.update(evaluate_run_on_benchmarks(tracker, run_id, spec.benchmarks,
+                                                          ProtocolConfig.model_validate(spec.protocol), cfg=cfg,
+                                                          folder=folder, num_workers=cfg.data.num_workers))
+            return results
         finally:
             folder.release()
 

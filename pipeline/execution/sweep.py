@@ -11,16 +11,17 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pipeline import project_files
 from pipeline.data.catalog import EVAL_SPLITS, recall_metric
 from pipeline.errors import UserError
+from pipeline.execution.benchmarks import untested
 from pipeline.execution.executors import Executor, LocalExecutor, drain
 from pipeline.execution.protocol import FAILED, Outcome, RunSpec, write_spec
-from pipeline.profile import check_roots, load_profile
+from pipeline.profile import benchmark_protocol, check_roots, load_benchmark_roots, load_profile
 from pipeline.runs.folder import ERROR, RunFolder
 from pipeline.studies.plan import PlannedRun, plan, plan_records, write_plan
 from pipeline.studies.study import load_studies
@@ -42,6 +43,11 @@ class SweepContext:
     tracking_uri: str
     experiment: str = EXPERIMENT
     jobs: int = 1
+    # The evaluate stage's benchmarks: per run hash the benchmark keys its studies ask for, the
+    # folders the profile provides, and the protocol.
+    benchmarks_of: dict[str, list[str]] = field(default_factory=dict)
+    benchmark_roots: dict[str, str] = field(default_factory=dict)
+    protocol: dict[str, Any] = field(default_factory=dict)
 
 
 def parse_shard(text: str | None) -> tuple[int, int] | None:
@@ -70,7 +76,11 @@ def build_context(files: list[str], params: str = "params.yaml", prepared: str =
     roots = check_roots(prepared, params)
     studies = load_studies(files or ["experiments"])
     planned = [p for p in plan(studies, profile, roots, tuned_dir) if in_shard(p.config_hash, parse_shard(shard))]
-    return SweepContext(planned, name, Path(runs_dir), tracking_uri or default_tracking_uri())
+    asked = {s.id: s.benchmarks for s in studies}
+    benchmarks_of = {p.config_hash: sorted({k for s in p.studies for k in asked[s]}) for p in planned}
+    return SweepContext(planned, name, Path(runs_dir), tracking_uri or default_tracking_uri(),
+                        benchmarks_of=benchmarks_of, benchmark_roots=load_benchmark_roots(prepared),
+                        protocol=benchmark_protocol(profile).model_dump())
 
 
 def run_states(ctx: SweepContext, tracker: Tracker, by_hash: dict[str, Any] | None = None) -> dict[str, str]:
@@ -109,19 +119,26 @@ def plan_json(ctx: SweepContext, states: dict[str, str]) -> str:
     return json.dumps({"profile": ctx.profile_name, "runs": runs}, indent=1)
 
 
-def _todo(ctx: SweepContext, tracker: Tracker, only_evaluate: bool) -> list[PlannedRun]:
-    """The planned runs to execute (not finished, not running) or, with only_evaluate, to test."""
+def _todo(ctx: SweepContext, tracker: Tracker, only_evaluate: bool) -> dict[str, tuple[PlannedRun, bool, list[str]]]:
+    """{hash: (planned run, test it on its test sets?, benchmarks to test it on)} of the runs to
+    execute (not finished, not running) or, with only_evaluate, to test: finished runs not tested
+    yet, or not on every benchmark their studies ask for that the profile provides."""
     by_hash = tracker.runs_by_hash()
     states = run_states(ctx, tracker, by_hash)
-    todo = []
+    todo = {}
     for p in ctx.planned:
         state = states[p.config_hash]
         if only_evaluate:
             run = by_hash.get(p.config_hash)
-            if state == "finished" and run is not None and run.data.tags.get("vpr.tested") != "1":
-                todo.append(p)
+            if state != "finished" or run is None:
+                continue
+            test = run.data.tags.get("vpr.tested") != "1"
+            available = [k for k in ctx.benchmarks_of.get(p.config_hash, []) if k in ctx.benchmark_roots]
+            benchmarks = untested(run, available)
+            if test or benchmarks:
+                todo[p.config_hash] = (p, test, benchmarks)
         elif state not in ("finished", "running"):
-            todo.append(p)
+            todo[p.config_hash] = (p, True, [])
     return todo
 
 
@@ -158,7 +175,7 @@ def _execute(ctx: SweepContext, test: bool, only_evaluate: bool, plan_path: str 
         if plan_path:
             write_plan(ctx.planned, plan_path, ctx.profile_name)
         parents = study_parent_runs(tracker, sorted({s for p in ctx.planned for s in p.studies}))
-        todo = {p.config_hash: p for p in _todo(ctx, tracker, only_evaluate)}
+        todo = _todo(ctx, tracker, only_evaluate)
         print(f"{len(ctx.planned)} distinct runs, {len(todo)} to {'test' if only_evaluate else 'execute'}, "
               f"{executor.describe()}; MLflow store {ctx.tracking_uri}", flush=True)
         start = time.time()
@@ -166,12 +183,13 @@ def _execute(ctx: SweepContext, test: bool, only_evaluate: bool, plan_path: str 
         def done(key: str, outcome: Outcome) -> None:
             outcomes[key] = outcome
             if not quiet or outcome == FAILED:
-                labels = ", ".join(c.label for c in todo[key].cells[:2])
+                labels = ", ".join(c.label for c in todo[key][0].cells[:2])
                 print(f"[{len(outcomes)}/{len(todo)}] {key} {outcome} ({labels}) after {time.time() - start:.0f} s",
                       flush=True)
 
-        jobs = [(h, write_spec(run_spec(ctx, p, parents, test, only_evaluate), RunFolder(ctx.runs_dir / h).spec))
-                for h, p in todo.items()]
+        jobs = [(h, write_spec(run_spec(ctx, p, parents, test and tests, only_evaluate, benchmarks),
+                               RunFolder(ctx.runs_dir / h).spec))
+                for h, (p, tests, benchmarks) in todo.items()]
         drain(executor, jobs, done)
     finally:
         executor.close()
@@ -193,12 +211,14 @@ def _summarize(ctx: SweepContext, outcomes: dict[str, Outcome], summary_path: st
     return 1 if failed else 0
 
 
-def run_spec(ctx: SweepContext, p: PlannedRun, parents: dict[str, str], test: bool, only_evaluate: bool) -> RunSpec:
+def run_spec(ctx: SweepContext, p: PlannedRun, parents: dict[str, str], test: bool, only_evaluate: bool,
+             benchmarks: list[str] = ()) -> RunSpec:
     """What a worker needs to execute (or test) one planned run."""
     return RunSpec(config=p.config.to_dict(), config_hash=p.config_hash, run_dir=str(ctx.runs_dir / p.config_hash),
                    tracking_uri=ctx.tracking_uri, experiment=ctx.experiment, studies=list(p.studies),
                    labels=[f"{c.study}: {c.label}" for c in p.cells], parent_run_id=parents[p.studies[0]],
-                   profile=ctx.profile_name, test=test, only_evaluate=only_evaluate)
+                   profile=ctx.profile_name, test=test, only_evaluate=only_evaluate,
+                   benchmarks={k: ctx.benchmark_roots[k] for k in benchmarks}, protocol=ctx.protocol)
 
 
 def summary_table(ctx: SweepContext, tracker: Tracker) -> str:

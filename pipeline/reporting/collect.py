@@ -11,10 +11,11 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from pipeline.data.benchmarks import benchmark_metric
 from pipeline.data.catalog import EVAL_SPLITS, VALIDATION, recall_metric
 from pipeline.runs.folder import RESULT_PREDICTIONS, RunFolder
 from pipeline.studies.plan import Cell, expand_study, load_recorded_plan
@@ -40,6 +41,10 @@ class CellResult:
     ns: list[int] = field(default_factory=list)
     predictions: dict[str, Path] = field(default_factory=dict)
     lr_schedule: Path | None = None       # the run's recorded learning-rate log, if it has one
+    # Standard benchmarks its study asks for: Recall@N, per-query hits and their N, per benchmark key.
+    benchmark_recalls: dict[str, dict[int, float]] = field(default_factory=dict)
+    benchmark_hits: dict[str, np.ndarray] = field(default_factory=dict)
+    benchmark_ns: dict[str, list[int]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -73,7 +78,7 @@ def collect(studies: list[Study], tracker: Tracker, profile: Mapping[str, Any] |
                              for label in study.labels for seed in study.seeds]
             continue
         out[study.id] = [_cell_result(c.study, c.label, c.seed, c.config_hash, by_hash.get(c.config_hash),
-                                      tracker, cache) for c in cells]
+                                      tracker, cache, study.benchmarks) for c in cells]
     return out
 
 
@@ -108,7 +113,7 @@ def normalize_history(history: list[dict]) -> list[dict]:
 
 
 def _cell_result(study: str, label: str, seed: int, config_hash: str, run, tracker: Tracker,
-                 cache: Path) -> CellResult:
+                 cache: Path, benchmarks: Sequence[str] = ()) -> CellResult:
     if run is None:
         return CellResult(study, label, seed, config_hash, "missing")
     status = run.data.tags.get(STATUS_TAG, "unknown")
@@ -120,7 +125,25 @@ def _cell_result(study: str, label: str, seed: int, config_hash: str, run, track
     result.history = normalize_history(recorded.read_history())
     result.lr_schedule = recorded.lr_schedule if recorded.lr_schedule.is_file() else None
     _final_metrics(result, recorded, run.data.metrics)
+    _benchmark_metrics(result, recorded, run.data.metrics, benchmarks)
     return result
+
+
+def _benchmark_metrics(result: CellResult, recorded: RunFolder, metrics: Mapping[str, float],
+                       benchmarks: Sequence[str]) -> None:
+    """Each benchmark's Recall@N from its saved predictions (hits kept), else the logged metrics."""
+    for key in benchmarks:
+        pred = recorded.recorded_predictions(key)
+        if (pred / RESULT_PREDICTIONS).exists():
+            data = np.load(pred / RESULT_PREDICTIONS, allow_pickle=False)
+            ns = [int(n) for n in data["recall_at"]]
+            hits = np.asarray(data["hits"], dtype=bool)
+            result.benchmark_ns[key], result.benchmark_hits[key] = ns, hits
+            result.benchmark_recalls[key] = {n: float(100.0 * hits[:, j].mean()) for j, n in enumerate(ns)}
+        else:
+            values = _recalls(metrics, lambda n: benchmark_metric(key, n))
+            if values:
+                result.benchmark_recalls[key] = values
 
 
 def _final_metrics(result: CellResult, recorded: RunFolder, metrics: Mapping[str, float]) -> None:

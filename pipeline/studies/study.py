@@ -24,6 +24,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Field, ValidationError, create_model, field_validator
 
 from pipeline.config import config_from_layers, nest_dotted
+from pipeline.data.benchmarks import BENCHMARKS
 from pipeline.data.catalog import SPLITS
 from pipeline.errors import ConfigError, read_yaml
 from pipeline.components.base import StrictConfig
@@ -92,6 +93,8 @@ class _StudyFileConfig(StrictConfig):
     published: dict[str, _PublishedCellConfig] = Field(default_factory=dict)
     baseline: str | None = None  # a cell label: the report adds "<cell> Δ <baseline>" rows
     qualitative: list[str] = Field(default_factory=list)  # cell labels the qualitative figure shows
+    # Standard benchmarks the evaluate stage tests this study's runs on (a list, or "all").
+    benchmarks: list[str] | Literal["all"] = Field(default_factory=list)
 
     @field_validator("paper", mode="before")
     @classmethod
@@ -202,6 +205,7 @@ class Study:
     published: dict[str, dict[str, Any]]
     baseline: str | None = None
     qualitative: tuple[str, ...] = ()  # cell labels the report's qualitative figure shows
+    benchmarks: tuple[str, ...] = ()   # benchmark keys its runs are tested on (evaluate stage)
 
     @property
     def labels(self) -> list[str]:
@@ -334,6 +338,9 @@ def _check(study: Study) -> list[str]:
     for i, label in enumerate(study.qualitative):
         if label not in labels:
             problems.append(f"qualitative[{i}]: {label!r} is not a cell of this study (cells: {valid})")
+    for i, key in enumerate(study.benchmarks):
+        if key not in BENCHMARKS:
+            problems.append(f"benchmarks[{i}]: unknown benchmark {key!r} (valid: {', '.join(BENCHMARKS)}, or all)")
     return problems
 
 
@@ -352,6 +359,7 @@ def load_study(path: str | Path) -> Study:
         variants=tuple(Variant(v.label, v.set_) for v in m.variants),
         published={label: cell.model_dump(by_alias=True, exclude_none=True) for label, cell in m.published.items()},
         baseline=m.baseline, qualitative=tuple(m.qualitative),
+        benchmarks=tuple(BENCHMARKS) if m.benchmarks == "all" else tuple(m.benchmarks),
     )
     problems = _check(study)
     if problems:

@@ -101,6 +101,11 @@ def benchmark(key: str) -> Benchmark:
         raise UserError(f"unknown benchmark {key!r} (valid: {', '.join(BENCHMARKS)})") from None
 
 
+def benchmark_metric(key: str, n: int) -> str:
+    """The MLflow key of Recall@n on benchmark `key`: `test_<key>_recall_at_<n>`."""
+    return f"test_{benchmark(key).metric_infix}_recall_at_{n}"
+
+
 def benchmark_keys(text: str) -> list[str]:
     """`NAME[,NAME]` or `all` as benchmark keys, each checked."""
     if text.strip() == "all":

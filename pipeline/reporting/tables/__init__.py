@@ -1,7 +1,8 @@
 """`vpr report` tables: one LaTeX/Markdown table per study, laid out like the paper's table it
 reproduces (`layouts`), plus a published-vs-reproduced table, with honest statistics (mean ± std
 over seeds, bootstrap CIs over queries, ties with the column's best marked; see
-`statistics.METHOD`). `render` holds the table model and its LaTeX/Markdown text.
+`statistics.METHOD`), and for a study with `benchmarks:` its benchmark table (`benchmarks`).
+`render` holds the table model and its LaTeX/Markdown text.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pipeline.reporting.tables.benchmarks import benchmark_table
 from pipeline.reporting.tables.cells import group_by_label
 from pipeline.reporting.tables.layouts import (METRICS, RANK_DATASETS, TOP_K, final_table, per_epoch_table,
                                                published_vs_reproduced, top_k_table)
@@ -53,7 +55,7 @@ def write_tables(study: Study, cells: Sequence[CellResult], out_dir: str | Path)
 
 def markdown_section(study: Study, cells: Sequence[CellResult]) -> str:
     """The study's tables in Markdown under a heading, for the report README."""
-    head = f"### {study.id}: {study.title} (seed {study.paper}, {study.reproduces})\n"
+    head = f"### {study.id}: {study.title} (paper {study.paper}, {study.reproduces})\n"
     return "\n".join([head, *(t.markdown() for t in _all_tables(study, cells))])
 
 
@@ -61,4 +63,6 @@ def _all_tables(study: Study, cells: Sequence[CellResult]) -> list[Table]:
     tables = study_tables(study, cells)
     if study.published:
         tables.append(published_vs_reproduced(study, cells))
+    if study.benchmarks:
+        tables.append(benchmark_table(study, cells))
     return tables

@@ -171,9 +171,11 @@ def _seeds_note(study: Study) -> str:
             f"of n seeds finished; intervals use per-query hits averaged over seeds.")
 
 
-def caption(study: Study, text: str, missing: Mapping[str, str], extra: str = "", method: str = METHOD) -> str:
-    """A table caption: what it shows, which paper table it reproduces, statistics and missing runs."""
-    return (f"{text} (reproduces seed {study.paper} {study.reproduces}; study {study.id}).{extra}"
+def caption(study: Study, text: str, missing: Mapping[str, str], extra: str = "", method: str = METHOD,
+            relation: str = "reproduces") -> str:
+    """A table caption: what it shows, how it relates to the paper table (`relation`), statistics
+    and missing runs."""
+    return (f"{text} ({relation} paper {study.paper} {study.reproduces}; study {study.id}).{extra}"
             f"{_seeds_note(study)} {method}{_missing_note(missing)}")
 
 

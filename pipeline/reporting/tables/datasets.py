@@ -129,5 +129,5 @@ def write_dataset_tables(folder: str | Path, roots: Mapping[str, str], out_dir: 
     for spec in specs:
         table = dataset_table(spec, stats)
         (out / f"{spec.id}.tex").write_text(table.latex(), encoding="utf-8")
-        sections += [f"### {spec.id}: {spec.title} (seed {spec.paper}, {spec.reproduces})\n", table.markdown()]
+        sections += [f"### {spec.id}: {spec.title} (paper {spec.paper}, {spec.reproduces})\n", table.markdown()]
     return sections

@@ -1,0 +1,59 @@
+"""The benchmark table of a study with a `benchmarks:` key: one row per cell, per benchmark its
+Recall@1/5/10, laid out as the field's papers print it (MixVPR Table 2, SALAD Table 1, BoQ
+Table 1: methods down, benchmarks across, R@1 / R@5 / R@10 under each), with 95% bootstrap
+CIs over queries, the best of a column in bold and ties with it marked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Final
+
+import numpy as np
+
+from pipeline.data.benchmarks import BENCHMARKS
+from pipeline.reporting.tables.cells import (caption, finished, group_by_label, label_parts, mark_column, part_headers,
+                                             value_entry, why_missing)
+from pipeline.reporting.tables.render import Entry, Row, Table
+
+if TYPE_CHECKING:
+    from pipeline.reporting.collect import CellResult
+    from pipeline.studies.study import Study
+
+BENCHMARK_METRICS: Final = (1, 5, 10)
+
+
+def _mean_benchmark_hits(results: Sequence[CellResult], key: str, n: int) -> np.ndarray | None:
+    """Per-query hits at N on benchmark `key`, averaged over the finished seeds that have them."""
+    columns = [np.asarray(r.benchmark_hits[key])[:, r.benchmark_ns[key].index(n)].astype(np.float64)
+               for r in finished(results) if key in r.benchmark_hits and n in r.benchmark_ns.get(key, [])]
+    if not columns or any(len(c) != len(columns[0]) for c in columns):
+        return None
+    return np.mean(columns, axis=0)
+
+
+def benchmark_table(study: Study, cells: Sequence[CellResult]) -> Table:
+    """Rows = the study's cells, columns = its benchmarks x Recall@1/5/10."""
+    by_label = group_by_label(study, cells)
+    keys = list(study.benchmarks)
+    rows, col_hits = [], {}
+    for i, (label, results) in enumerate(by_label.items()):
+        entries = [Entry(text=part) for part in label_parts(study, label)]
+        for key in keys:
+            for n in BENCHMARK_METRICS:
+                values = [r.benchmark_recalls[key][n] for r in finished(results)
+                          if n in r.benchmark_recalls.get(key, {})]
+                hits = _mean_benchmark_hits(results, key, n)
+                col_hits.setdefault(len(entries), {})
+                if hits is not None:
+                    col_hits[len(entries)][i] = hits
+                entries.append(value_entry(values, len(study.seeds), hits))
+        rows.append(Row(entries, key=label))
+    for col, hits in col_hits.items():
+        mark_column(rows, col, hits)
+    missing = {label: why_missing(results).replace("no value", "not tested on the benchmarks yet")
+               for label, results in by_label.items() if not any(r.benchmark_recalls for r in finished(results))}
+    text = (f"{study.title}: Recall@N (%) on the standard benchmarks "
+            f"({', '.join(BENCHMARKS[k].title for k in keys)})")
+    return Table(name=f"{study.id}_benchmarks", caption=caption(study, text, missing, relation="the runs of"), stub=part_headers(study),
+                 groups=[(BENCHMARKS[k].title, [f"R@{n}" for n in BENCHMARK_METRICS]) for k in keys], rows=rows)
