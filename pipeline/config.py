@@ -52,6 +52,7 @@ from pipeline.models.aggregators import AGGREGATORS, AggregatorConfig
 from pipeline.models.aggregators.avg import AvgConfig
 from pipeline.config_layers import COMPONENT_SECTIONS, merge, nest_dotted, parse_overrides
 from pipeline.models.backbones import BACKBONES, check_crop, check_freeze
+from pipeline.models.dinov2 import DINOV2, DINOV2_DEPTH, PATCH
 
 __all__ = [
     "AGGREGATORS", "ConfigError", "DataConfig", "EvaluationConfig", "ModelConfig", "NON_SEMANTIC_FIELDS",
@@ -78,7 +79,8 @@ NON_SEMANTIC_FIELDS: tuple[str, ...] = (
 )
 # Fields added after HASH_VERSION 1, left out of `config_hash` while at the value that reproduces
 # what runs computed before they existed, so adding them renamed no recorded run.
-OMITTED_AT_DEFAULT: dict[str, Any] = {"data.decode": "loader"}
+OMITTED_AT_DEFAULT: dict[str, Any] = {"data.decode": "loader", "model.num_unfrozen_blocks": 2,
+                                      "training.backbone_lr_scale": 1.0}
 # Kept on purpose: seed, every size and count, cities, pretrained weights (a path, as the weights
 # file is the identity), precision ("auto" hashes as "auto", so CPU and GPU runs of one config
 # share a hash while an explicit fp32-vs-bf16 study gets two), recall_at, top_k, positive radius.
@@ -140,21 +142,44 @@ class DataConfig(_Section):
 
 
 class ModelConfig(_Section):
-    """Backbone (torchvision ResNet, cut and frozen GSV-Cities style) and aggregator."""
+    """Backbone (a torchvision ResNet cut and frozen GSV-Cities style, or a DINOv2 ViT with its
+    last blocks trained) and aggregator."""
 
-    backbone: str = "resnet18"  # a name of pipeline.models.backbones.BACKBONES
-    pretrained: Annotated[str, Field(min_length=1)] = "imagenet"  # imagenet | none | path to a .pth
+    backbone: str = "resnet18"  # a name of pipeline.models.backbones.BACKBONES or pipeline.models.dinov2.DINOV2
+    # imagenet (ResNet) | dinov2 (DINOv2: Meta's weights) | none | path to a weights file
+    pretrained: Annotated[str, Field(min_length=1)] = "imagenet"
     layers_to_crop: list[int] = Field(default_factory=lambda: [4])
     layers_to_freeze: int = Field(2, ge=0)  # stem + layer1..N frozen, only when pretrained (GSV-Cities)
     frozen_bn: Literal["train", "eval"] = "train"  # frozen BatchNorms: batch stats (GSV-Cities) or fixed
+    # DINOv2: the last N transformer blocks train, the rest is frozen (BoQ and SALAD's rule).
+    num_unfrozen_blocks: int = Field(2, ge=0)
     aggregator: AggregatorConfig = Field(default_factory=AvgConfig)
 
     @field_validator("backbone")
     @classmethod
     def _backbone(cls, name: str) -> str:
-        if name not in BACKBONES:
-            raise ValueError(f"unknown backbone {name!r} (valid: {', '.join(BACKBONES)})")
+        if name not in BACKBONES and name not in DINOV2:
+            raise ValueError(f"unknown backbone {name!r} (valid: {', '.join([*BACKBONES, *DINOV2])})")
         return name
+
+    @property
+    def is_vit(self) -> bool:
+        """True for a DINOv2 backbone (patch 14, no crop/freeze of ResNet layers)."""
+        return self.backbone in DINOV2
+
+    @model_validator(mode="after")
+    def _vit(self) -> ModelConfig:
+        if self.is_vit:
+            if self.pretrained == "imagenet":
+                raise ValueError("pretrained: 'imagenet' names torchvision's ResNet weights; a DINOv2 backbone takes "
+                                 "'dinov2' (Meta's released weights), 'none' or a path to a weights file")
+            if self.num_unfrozen_blocks > DINOV2_DEPTH:
+                raise ValueError(f"num_unfrozen_blocks must be in 0..{DINOV2_DEPTH} ({self.backbone} has "
+                                 f"{DINOV2_DEPTH} blocks), got {self.num_unfrozen_blocks}")
+        elif self.pretrained == "dinov2":
+            raise ValueError(f"pretrained: 'dinov2' is for DINOv2 backbones; {self.backbone} takes 'imagenet', "
+                             "'none' or a path")
+        return self
 
     @field_validator("layers_to_crop")
     @classmethod
@@ -183,6 +208,8 @@ class TrainingConfig(_Section):
     # torch.compile the model for the training step (the first step pays the compile: ~40 s on a
     # CPU, less on a GPU; measured on an H100: +46% model-only, +17% end to end, benchmarks/RESULTS.md)
     compile: bool = False
+    # Learning rate of the backbone's parameters as a multiple of optimizer.lr (the aggregator's).
+    backbone_lr_scale: float = Field(1.0, ge=0)
     max_grad_norm: float | None = Field(None, gt=0)
     log_every: int = Field(10, ge=1)
 
@@ -248,6 +275,12 @@ class RunConfig(_Section):
                 f"evaluation.resize ({self.evaluation.resize}) must equal data.image_size "
                 f"({list(self.data.image_size)}) with model.aggregator mixvpr: its token-mixing layers are "
                 f"sized to the training feature map")
+        if self.model.is_vit:
+            for what, size in (("data.image_size", self.data.image_size), ("evaluation.resize", self.evaluation.resize)):
+                if any(side % PATCH for side in size):
+                    near = [max(PATCH, round(side / PATCH) * PATCH) for side in size]
+                    problems.append(f"{what} {list(size)}: a DINOv2 backbone needs sides that are multiples of "
+                                    f"{PATCH} (its patch size), e.g. {near}")
         if self.evaluation.top_k < max(self.evaluation.recall_at):
             problems.append(f"evaluation.top_k ({self.evaluation.top_k}) must be >= the largest "
                             f"evaluation.recall_at ({max(self.evaluation.recall_at)}) so saved predictions "

@@ -74,7 +74,8 @@ def test_defaults_are_the_gsv_cities_recipe() -> None:
     assert cfg == recipe == load_config()
     d = cfg.to_dict()
     assert d["model"] == {"backbone": "resnet18", "pretrained": "imagenet", "layers_to_crop": [4],
-                          "layers_to_freeze": 2, "frozen_bn": "train", "aggregator": {"name": "avg"}}
+                          "layers_to_freeze": 2, "frozen_bn": "train", "num_unfrozen_blocks": 2,
+                          "aggregator": {"name": "avg"}}
     assert d["loss"] == {"name": "multisimilarity", "distance": "cosine", "alpha": 1.0, "beta": 50.0, "base": 0.0}
     assert d["miner"] == {"name": "multisimilarity", "distance": "cosine", "epsilon": 0.1}
     assert d["optimizer"] == {"name": "sgd", "lr": 0.05, "weight_decay": 0.001, "momentum": 0.9, "nesterov": False}
@@ -182,7 +183,7 @@ def test_malformed_overrides() -> None:
     ("optimizer.name=adamax", "optimizer.name: unknown optimizer 'adamax' (valid: adam, adamw, sgd, asgd)"),
     ("scheduler.name=step", "scheduler.name: unknown scheduler 'step' (valid: none, multistep, plateau, cosine, cyclic)"),
     ("model.aggregator.name=netvlad", "model.aggregator.name: unknown aggregator 'netvlad' (valid: avg, gem, "
-                                      "mixvpr, cosplace, convap)"),
+                                      "mixvpr, cosplace, convap, boq, salad)"),
     ("model.backbone=vgg16", "model.backbone:"),
     ("model.aggregator.p=3", "model.aggregator.p: not accepted by aggregator 'avg'"),
     ("evaluation.interpolation=area", "evaluation.interpolation:"),

@@ -213,7 +213,8 @@ def test_aggregator_shape_norm_and_gradients(name):
 
 def test_default_dims():
     dims = {name: build_aggregator(name, 32, 4, 5).out_dim for name in AGGREGATORS}
-    assert dims == {"avg": 32, "gem": 32, "mixvpr": 512 * 4, "cosplace": 512, "convap": 512 * 2 * 2}
+    assert dims == {"avg": 32, "gem": 32, "mixvpr": 512 * 4, "cosplace": 512, "convap": 512 * 2 * 2,
+                    "boq": 512 * 32, "salad": 64 * 128 + 256}
 
 
 def test_mixvpr_and_convap_dims_follow_params():
@@ -351,7 +352,9 @@ def test_stored_bf16_network_gives_the_evaluated_descriptors_bit_for_bit(name, t
         for bn in (m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)):
             bn.running_mean.uniform_(-0.1, 0.1), bn.running_var.uniform_(0.5, 1.5)
     stored = storage_copy(model, "bf16")
-    assert stored_bytes(stored) < 0.55 * stored_bytes(model)
+    # BoQ's attention projections (MultiheadAttention.in_proj_weight, not an nn.Linear) and its
+    # queries stay fp32 (autocast casts them when it computes): a smaller saving.
+    assert stored_bytes(stored) < (0.7 if name == "boq" else 0.55) * stored_bytes(model)
     assert stored.backbone.conv1.weight.dtype == torch.bfloat16 and stored.backbone.bn1.weight.dtype == torch.float32
     torch.save(stored, tmp_path / "model.pth")
     loaded = torch.load(tmp_path / "model.pth", weights_only=False)
@@ -380,7 +383,7 @@ def test_describe_output_dims_resnet18_layer3():
     assert set(rows) == set(AGGREGATORS)
     assert all(row["feature_map"] == "256x20x20" for row in rows.values())
     assert {k: r["descriptor_dim"] for k, r in rows.items()} == {
-        "avg": 256, "gem": 256, "mixvpr": 2048, "cosplace": 512, "convap": 2048}
+        "avg": 256, "gem": 256, "mixvpr": 2048, "cosplace": 512, "convap": 2048, "boq": 16384, "salad": 8448}
 
 
 def test_docs_table_is_current():

@@ -11,6 +11,7 @@ from torch import nn
 
 from pipeline.models.aggregators import AGGREGATORS, Aggregator, aggregator_defaults, build_aggregator
 from pipeline.models.backbones import ResNetBackbone, build_backbone
+from pipeline.models.dinov2 import DINOV2, DinoV2Backbone
 
 if TYPE_CHECKING:  # the config imports the aggregators' parameter models from here: no runtime cycle
     from pipeline.config import ModelConfig, RunConfig
@@ -22,7 +23,7 @@ class VPRModel(nn.Module):
     `feature_shape` is the backbone's (C, H, W) output for `image_size`, measured at build time.
     """
 
-    def __init__(self, backbone: ResNetBackbone, aggregator: Aggregator, feature_shape: tuple[int, int, int],
+    def __init__(self, backbone: ResNetBackbone | DinoV2Backbone, aggregator: Aggregator, feature_shape: tuple[int, int, int],
                  image_size: tuple[int, int]) -> None:
         super().__init__()
         self.backbone = backbone
@@ -33,13 +34,28 @@ class VPRModel(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) images -> (B, descriptor_dim) unit-norm float32 descriptors."""
-        return self.aggregator(self.backbone(images))
+        if not self.aggregator.uses_token:
+            return self.aggregator(self.backbone(images))
+        if isinstance(self.backbone, DinoV2Backbone):  # a ViT's class token is its global token
+            return self.aggregator(*self.backbone.forward_features(images))
+        return self.aggregator(self.backbone(images), None)
 
     def extra_repr(self) -> str:
         c, h, w = self.feature_shape
         return (f"backbone={self.backbone.name} (crop {list(self.backbone.layers_to_crop)}, "
                 f"frozen {len(self.backbone.frozen_modules)} modules), image={self.image_size[0]}x{self.image_size[1]}, "
                 f"feature_map={c}x{h}x{w}, aggregator={self.aggregator.name}, descriptor_dim={self.descriptor_dim}")
+
+    def parameter_groups(self, lr: float, backbone_lr_scale: float = 1.0) -> list[dict[str, Any]]:
+        """The trainable parameters as optimizer groups: the aggregator's first (at `lr`, the group
+        whose LR the run logs), then the backbone's (at `lr * backbone_lr_scale`), as BoQ's
+        training code groups them (amaralibey/Bag-of-Queries src/model.py configure_optimizers).
+        At scale 1 one group, in module order, as before groups existed (same checkpoints)."""
+        if backbone_lr_scale == 1.0:
+            return [{"params": [p for p in self.parameters() if p.requires_grad], "lr": lr}]
+        groups = [{"params": [p for p in self.aggregator.parameters() if p.requires_grad], "lr": lr},
+                  {"params": [p for p in self.backbone.parameters() if p.requires_grad], "lr": lr * backbone_lr_scale}]
+        return [g for g in groups if g["params"]]
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         # Unpickling a stored network (models.storage keeps bf16-evaluated runs' convolution and
@@ -68,8 +84,11 @@ def build_model(model_cfg: ModelConfig, image_size: Sequence[int] = (320, 320),
     Missing or mismatched weights raise here, before any training, naming the file.
     """
     size = _check_image_size(image_size)
-    net = build_backbone(model_cfg.backbone, pretrained or model_cfg.pretrained, model_cfg.layers_to_crop,
-                         model_cfg.layers_to_freeze, model_cfg.frozen_bn)
+    if model_cfg.backbone in DINOV2:
+        net = DinoV2Backbone(model_cfg.backbone, pretrained or model_cfg.pretrained, model_cfg.num_unfrozen_blocks)
+    else:
+        net = build_backbone(model_cfg.backbone, pretrained or model_cfg.pretrained, model_cfg.layers_to_crop,
+                             model_cfg.layers_to_freeze, model_cfg.frozen_bn)
     c, h, w = net.feature_shape(size)
     return VPRModel(net, build_aggregator(model_cfg.aggregator, c, h, w), (c, h, w), size)
 

@@ -109,7 +109,7 @@ def train(cfg: RunConfig, out_dir: str | Path | None = None, resume: bool = Fals
         model = model.to(memory_format=torch.channels_last)
     loss_fn = build_loss(cfg.loss).to(device)
     miner = build_miner(cfg.miner)
-    optimizer = build_optimizer(cfg.optimizer, [p for p in model.parameters() if p.requires_grad])
+    optimizer = build_optimizer(cfg.optimizer, model.parameter_groups(cfg.optimizer.lr, cfg.training.backbone_lr_scale))
     scheduler = build_scheduler(cfg.scheduler, optimizer, steps_per_epoch=len(sampler),
                                 epochs=cfg.training.epochs)
     state = TrainState()

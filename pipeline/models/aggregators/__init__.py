@@ -5,6 +5,8 @@
     mixvpr    MixVPR Feature-Mixer                      out_dim = out_channels * out_rows
     cosplace  CosPlace head (GeM + Linear)              out_dim = out_dim
     convap    Conv-AP (1x1 conv + adaptive avg pool)    out_dim = out_channels * s1 * s2
+    boq       Bag-of-Queries                            out_dim = proj_channels * row_dim
+    salad     SALAD optimal-transport aggregation       out_dim = num_clusters * cluster_dim + token_dim
 
 A new aggregator is one file here and one entry in `AGGREGATORS`. The run config validates
 `model.aggregator` against these parameter models, so a bad value fails before any compute.
@@ -18,10 +20,12 @@ from typing import Any
 from pipeline.components.base import coerce, tagged_union
 from pipeline.models.aggregators.avg import AvgConfig
 from pipeline.models.aggregators.base import Aggregator, BaseAggregatorConfig
+from pipeline.models.aggregators.boq import BoQConfig
 from pipeline.models.aggregators.convap import ConvAPConfig
 from pipeline.models.aggregators.cosplace import CosPlaceConfig
 from pipeline.models.aggregators.gem import GeMConfig
 from pipeline.models.aggregators.mixvpr import MixVPRConfig
+from pipeline.models.aggregators.salad import SALADConfig
 
 __all__ = ["AGGREGATORS", "Aggregator", "AggregatorConfig", "BaseAggregatorConfig", "aggregator_defaults",
            "build_aggregator"]
@@ -32,6 +36,8 @@ AGGREGATORS: dict[str, type[BaseAggregatorConfig]] = {
     "mixvpr": MixVPRConfig,
     "cosplace": CosPlaceConfig,
     "convap": ConvAPConfig,
+    "boq": BoQConfig,
+    "salad": SALADConfig,
 }
 
 AggregatorConfig = tagged_union(AGGREGATORS)

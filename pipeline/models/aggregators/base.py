@@ -27,6 +27,8 @@ class Aggregator(nn.Module):
 
     name = ""
     out_dim: int
+    # True for an aggregator that also reads the backbone's global token (`forward(x, token)`).
+    uses_token: ClassVar[bool] = False
 
     def __init__(self, in_channels: int, in_h: int, in_w: int) -> None:
         super().__init__()
