@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pipeline.reporting.tables.benchmarks import benchmark_table
+from pipeline.reporting.tables.benchmarks import benchmark_tables
 from pipeline.reporting.tables.cells import group_by_label
 from pipeline.reporting.tables.layouts import (METRICS, RANK_DATASETS, TOP_K, final_table, per_epoch_table,
                                                published_vs_reproduced, top_k_table)
@@ -64,5 +64,5 @@ def _all_tables(study: Study, cells: Sequence[CellResult]) -> list[Table]:
     if study.published:
         tables.append(published_vs_reproduced(study, cells))
     if study.benchmarks:
-        tables.append(benchmark_table(study, cells))
+        tables += benchmark_tables(study, cells)
     return tables

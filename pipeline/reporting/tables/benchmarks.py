@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from pipeline.studies.study import Study
 
 BENCHMARK_METRICS: Final = (1, 5, 10)
+PER_TABLE: Final = 4   # benchmarks per table: 12 value columns still read at a page's width
 
 
 def _mean_benchmark_hits(results: Sequence[CellResult], key: str, n: int) -> np.ndarray | None:
@@ -32,10 +33,19 @@ def _mean_benchmark_hits(results: Sequence[CellResult], key: str, n: int) -> np.
     return np.mean(columns, axis=0)
 
 
-def benchmark_table(study: Study, cells: Sequence[CellResult]) -> Table:
-    """Rows = the study's cells, columns = its benchmarks x Recall@1/5/10."""
-    by_label = group_by_label(study, cells)
+def benchmark_tables(study: Study, cells: Sequence[CellResult]) -> list[Table]:
+    """The study's benchmark tables, `PER_TABLE` benchmarks each (`<study>_benchmarks`, or
+    `<study>_benchmarks_<i>` when there are several)."""
     keys = list(study.benchmarks)
+    chunks = [keys[i:i + PER_TABLE] for i in range(0, len(keys), PER_TABLE)]
+    names = [f"{study.id}_benchmarks"] if len(chunks) == 1 else \
+        [f"{study.id}_benchmarks_{i + 1}" for i in range(len(chunks))]
+    return [benchmark_table(study, cells, chunk, name) for chunk, name in zip(chunks, names)]
+
+
+def benchmark_table(study: Study, cells: Sequence[CellResult], keys: Sequence[str], name: str) -> Table:
+    """Rows = the study's cells, columns = the benchmarks `keys` x Recall@1/5/10."""
+    by_label = group_by_label(study, cells)
     rows, col_hits = [], {}
     for i, (label, results) in enumerate(by_label.items()):
         entries = [Entry(text=part) for part in label_parts(study, label)]
@@ -55,5 +65,5 @@ def benchmark_table(study: Study, cells: Sequence[CellResult]) -> Table:
                for label, results in by_label.items() if not any(r.benchmark_recalls for r in finished(results))}
     text = (f"{study.title}: Recall@N (%) on the standard benchmarks "
             f"({', '.join(BENCHMARKS[k].title for k in keys)})")
-    return Table(name=f"{study.id}_benchmarks", caption=caption(study, text, missing, relation="the runs of"), stub=part_headers(study),
+    return Table(name=name, caption=caption(study, text, missing, relation="the runs of"), stub=part_headers(study),
                  groups=[(BENCHMARKS[k].title, [f"R@{n}" for n in BENCHMARK_METRICS]) for k in keys], rows=rows)
