@@ -13,6 +13,7 @@ ran them) or after every optimizer step (`interval: step`); their units follow t
     cosine     CosineAnnealingLR, T_max (None: the run's length in the interval's units)
     cyclic     CyclicLR, step_size_up (or step_size_up_epochs, converted); cycle_momentum off
                unless asked (only SGD with momentum)
+    linear     LinearLR, start_factor -> end_factor over total_iters (SALAD: 1 -> 0.2 in 4000 steps)
 
 Warmup, as GSV-Cities' `optimizer_step`: during the first `warmup_steps` optimizer steps every
 parameter group's LR is SET to min(1, (k+1)/warmup_steps) x the optimizer's lr for step k,
@@ -254,12 +255,28 @@ class CyclicConfig(_SchedulerBase):
                             mode=self.mode, cycle_momentum=self.cycle_momentum)
 
 
+class LinearConfig(_SchedulerBase):
+    """torch LinearLR: the LR goes from start_factor to end_factor x lr over total_iters scheduler
+    steps, then stays. SALAD's recipe: 1 -> 0.2 over 4000 optimizer steps (serizba/salad main.py)."""
+
+    target: ClassVar[type] = _LR.LinearLR
+    name: Literal["linear"] = "linear"
+    start_factor: float = Field(1.0, gt=0, le=1)
+    end_factor: float = Field(0.2, ge=0, le=1)
+    total_iters: int = Field(4000, ge=1)
+
+    def build(self, optimizer: torch.optim.Optimizer, steps_per_epoch: int, epochs: int) -> Any:
+        return _LR.LinearLR(optimizer, start_factor=self.start_factor, end_factor=self.end_factor,
+                            total_iters=self.total_iters)
+
+
 SCHEDULERS: dict[str, type[_SchedulerBase]] = {
     "none": NoSchedulerConfig,
     "multistep": MultiStepConfig,
     "plateau": PlateauConfig,
     "cosine": CosineConfig,
     "cyclic": CyclicConfig,
+    "linear": LinearConfig,
 }
 
 OptimizerConfig = tagged_union(OPTIMIZERS)

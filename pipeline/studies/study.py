@@ -82,8 +82,9 @@ class _VariantConfig(StrictConfig):
 
 class _StudyFileConfig(StrictConfig):
     study: Annotated[str, Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")]
-    paper: Annotated[str, Field(pattern=r"^\d{3}$")]
-    reproduces: Annotated[str, Field(min_length=1)]
+    # The seed paper and its table or figure; a study beyond the papers leaves both out.
+    paper: Annotated[str, Field(pattern=r"^\d{3}$")] | None = None
+    reproduces: Annotated[str, Field(min_length=1)] | None = None
     title: Annotated[str, Field(min_length=1)]
     kind: Literal["final", "per_epoch", "top_k"]
     base: dict[str, Any] = Field(default_factory=dict)
@@ -95,6 +96,7 @@ class _StudyFileConfig(StrictConfig):
     qualitative: list[str] = Field(default_factory=list)  # cell labels the qualitative figure shows
     # Standard benchmarks the evaluate stage tests this study's runs on (a list, or "all").
     benchmarks: list[str] | Literal["all"] = Field(default_factory=list)
+    cost: bool = False  # the report adds a cost table and a recall-vs-cost figure
 
     @field_validator("paper", mode="before")
     @classmethod
@@ -194,8 +196,8 @@ class Study:
 
     path: Path
     id: str
-    paper: str
-    reproduces: str
+    paper: str | None
+    reproduces: str | None
     title: str
     kind: str
     base: dict[str, Any]
@@ -206,6 +208,12 @@ class Study:
     baseline: str | None = None
     qualitative: tuple[str, ...] = ()  # cell labels the report's qualitative figure shows
     benchmarks: tuple[str, ...] = ()   # benchmark keys its runs are tested on (evaluate stage)
+    cost: bool = False                 # the report adds what each cell costs next to its recall
+
+    @property
+    def origin(self) -> str:
+        """What it reproduces, for captions: "paper 003 Table 2", or "beyond the papers"."""
+        return f"paper {self.paper} {self.reproduces}" if self.paper else "beyond the papers"
 
     @property
     def labels(self) -> list[str]:
@@ -213,7 +221,7 @@ class Study:
         return [label for label, _ in _cell_layers(self)]
 
     def __repr__(self) -> str:
-        return (f"Study({self.id!r}, paper {self.paper} {self.reproduces}, {self.kind}, "
+        return (f"Study({self.id!r}, {self.origin}, {self.kind}, "
                 f"{len(self.labels)} cells x {len(self.seeds)} seeds, {len(self.published)} published)")
 
 
@@ -338,6 +346,10 @@ def _check(study: Study) -> list[str]:
     for i, label in enumerate(study.qualitative):
         if label not in labels:
             problems.append(f"qualitative[{i}]: {label!r} is not a cell of this study (cells: {valid})")
+    if (study.paper is None) != (study.reproduces is None):
+        problems.append("paper and reproduces: give both (a paper's table) or neither (a study beyond the papers)")
+    if study.published and study.paper is None:
+        problems.append("published: numbers need the paper they come from (paper: and reproduces:)")
     for i, key in enumerate(study.benchmarks):
         if key not in BENCHMARKS:
             problems.append(f"benchmarks[{i}]: unknown benchmark {key!r} (valid: {', '.join(BENCHMARKS)}, or all)")
@@ -359,7 +371,7 @@ def load_study(path: str | Path) -> Study:
         variants=tuple(Variant(v.label, v.set_) for v in m.variants),
         published={label: cell.model_dump(by_alias=True, exclude_none=True) for label, cell in m.published.items()},
         baseline=m.baseline, qualitative=tuple(m.qualitative),
-        benchmarks=tuple(BENCHMARKS) if m.benchmarks == "all" else tuple(m.benchmarks),
+        benchmarks=tuple(BENCHMARKS) if m.benchmarks == "all" else tuple(m.benchmarks), cost=m.cost,
     )
     problems = _check(study)
     if problems:

@@ -108,7 +108,7 @@ def recall_curves(study: Study, cells: Sequence[CellResult], out_dir: str | Path
         texts.append("paper (printed values)")
     fig.legend(handles, texts, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8,
                title="cell", title_fontsize=8, frameon=False)
-    fig.suptitle(f"{study.title}\n{VALIDATION.title} Recall@N per epoch (paper {study.paper} {study.reproduces})",
+    fig.suptitle(f"{study.title}\n{VALIDATION.title} Recall@N per epoch ({study.origin})",
                  fontsize=10)
     fig.tight_layout()
     notes = skipped_note(cells, reasons)

@@ -55,7 +55,7 @@ def write_tables(study: Study, cells: Sequence[CellResult], out_dir: str | Path)
 
 def markdown_section(study: Study, cells: Sequence[CellResult]) -> str:
     """The study's tables in Markdown under a heading, for the report README."""
-    head = f"### {study.id}: {study.title} (paper {study.paper}, {study.reproduces})\n"
+    head = f"### {study.id}: {study.title} ({study.origin})\n"
     return "\n".join([head, *(t.markdown() for t in _all_tables(study, cells))])
 
 

@@ -175,7 +175,8 @@ def caption(study: Study, text: str, missing: Mapping[str, str], extra: str = ""
             relation: str = "reproduces") -> str:
     """A table caption: what it shows, how it relates to the paper table (`relation`), statistics
     and missing runs."""
-    return (f"{text} ({relation} paper {study.paper} {study.reproduces}; study {study.id}).{extra}"
+    origin = f"{relation} {study.origin}" if study.paper else study.origin
+    return (f"{text} ({origin}; study {study.id}).{extra}"
             f"{_seeds_note(study)} {method}{_missing_note(missing)}")
 
 
