@@ -258,3 +258,39 @@ def test_every_new_name_trains_one_step(embedded_root, tmp_path, backbone, aggre
                      "precision": "fp32", "backbone_lr_scale": 0.1}})
     summary = train(cfg, out_dir=tmp_path / "run", progress=False)
     assert summary["epochs"] == 1 and math.isfinite(summary["final"]["train_loss"])
+
+
+# --- cost next to recall --------------------------------------------------------------------------
+
+def test_runs_record_their_cost_and_the_report_sets_it_next_to_recall(embedded_root, tmp_path):
+    import yaml
+    from mlflow import MlflowClient
+
+    from cli_helpers import vpr
+    from pipeline.reporting.figures.cost import pareto_front
+    from test_sweeps import make_project
+
+    project = make_project(tmp_path, embedded_root, ["gem", "boq"], epochs=1)
+    study_file = project / "experiments" / "t_aggregators.yaml"
+    study = yaml.safe_load(study_file.read_text())
+    study["cost"] = True
+    study["grid"] = {"model.aggregator": [{"name": "gem"}, {"name": "boq", "proj_channels": 64, "num_queries": 4,
+                                                             "row_dim": 2}]}
+    study_file.write_text(yaml.safe_dump(study, sort_keys=False))
+    run = vpr(project, "sweep", "run", "--jobs", "2", "--quiet")
+    assert run.returncode == 0, run.stdout + run.stderr
+    client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("vpr-sweep").experiment_id], "tags.`vpr.kind` = 'run'")
+    dims = sorted(r.data.metrics["cost_descriptor_dim"] for r in runs)
+    assert dims == [128.0, 256.0]  # BoQ 64 x 2, GeM 256-D
+    for r in runs:
+        m = r.data.metrics
+        assert m["cost_params_total"] >= m["cost_params_trainable"] > 0
+        assert m["cost_extraction_ms_per_image"] > 0 and m["cost_peak_memory_mb"] > 50
+        assert m["cost_train_images_per_second"] > 0
+    report = vpr(project, "report", "--out", "reports", "--quiet")
+    assert report.returncode == 0, report.stderr
+    tex = (project / "reports" / "tables" / "t_aggregators_cost.tex").read_text()
+    assert "ms/img" in tex and "peak MB" in tex
+    assert (project / "reports" / "figures" / "t_aggregators" / "t_aggregators_recall_vs_cost.png").is_file()
+    assert pareto_front([(1.0, 50.0), (2.0, 40.0), (3.0, 60.0), (0.5, 10.0)]) == [3, 0, 2]

@@ -17,6 +17,7 @@ from pipeline.config import RunConfig, config_from_dict
 from pipeline.data.catalog import BEST_VAL_R1, SPLITS, VAL_R1, VALIDATION, recall_metric_for_test_set
 from pipeline.execution.protocol import RunSpec
 from pipeline.runs.folder import ARTIFACT_FILES, RunFolder, predictions_artifact
+from pipeline.training.cost import COST_PREFIX
 from pipeline.tracking.lease import Lease
 from pipeline.tracking.records import model_from_run, run_records
 from pipeline.tracking.store import (HASH_TAG, KIND_TAG, STATUS_TAG, Tracker, epoch_logger, flatten, git_commit,
@@ -108,7 +109,8 @@ def _train_and_test(tracker: Tracker, run_id: str, spec: RunSpec, folder: RunFol
         summary = train(cfg, out_dir=folder.path, resume=resume, progress=progress,
                         callbacks=[epoch_logger(tracker, run_id)])
     best = safe_metrics(summary)
-    tracker.log(run_id, metrics={BEST_VAL_R1: best[BEST_VAL_R1], "best_epoch": best["best_epoch"]})
+    cost = {f"{COST_PREFIX}{k}": v for k, v in summary.get("cost", {}).items()}  # training.cost
+    tracker.log(run_id, metrics={BEST_VAL_R1: best[BEST_VAL_R1], "best_epoch": best["best_epoch"], **cost})
     for name in ARTIFACT_FILES:
         tracker.log_artifact(run_id, folder.path / name)  # absent files are skipped
     tracker.log_artifact(run_id, folder.validation_result, predictions_artifact(VALIDATION.folder))

@@ -21,6 +21,7 @@ from pipeline.runs.folder import RESULT_PREDICTIONS, RunFolder
 from pipeline.studies.plan import Cell, expand_study, load_recorded_plan
 from pipeline.studies.study import Study
 from pipeline.tracking.store import STATUS_TAG, Tracker
+from pipeline.training.cost import COST_PREFIX
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,7 @@ class CellResult:
     benchmark_recalls: dict[str, dict[int, float]] = field(default_factory=dict)
     benchmark_hits: dict[str, np.ndarray] = field(default_factory=dict)
     benchmark_ns: dict[str, list[int]] = field(default_factory=dict)
+    cost: dict[str, float] = field(default_factory=dict)   # what the run cost (pipeline.training.cost)
 
 
 @dataclass(frozen=True)
@@ -125,6 +127,7 @@ def _cell_result(study: str, label: str, seed: int, config_hash: str, run, track
     result.history = normalize_history(recorded.read_history())
     result.lr_schedule = recorded.lr_schedule if recorded.lr_schedule.is_file() else None
     _final_metrics(result, recorded, run.data.metrics)
+    result.cost = {k[len(COST_PREFIX):]: v for k, v in run.data.metrics.items() if k.startswith(COST_PREFIX)}
     _benchmark_metrics(result, recorded, run.data.metrics, benchmarks)
     return result
 

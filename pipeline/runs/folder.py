@@ -160,6 +160,11 @@ class RunFolder:
         """The finished training's summary, or None when training has not finished."""
         return json.loads(self.summary.read_text()) if self.summary.is_file() else None
 
+    def validation_summary(self) -> dict[str, Any] | None:
+        """The best epoch's validation result summary (recalls, sizes, images/s), or None."""
+        path = self.validation_result / RESULT_SUMMARY
+        return json.loads(path.read_text()) if path.is_file() else None
+
     def trained(self, epochs: int) -> bool:
         """True when training to `epochs` finished (only testing may be left)."""
         summary = self.read_summary()

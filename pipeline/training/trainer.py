@@ -33,6 +33,7 @@ from pipeline.evaluation import evaluate
 from pipeline.models import model_from_config
 from pipeline.models.checkpoints import load_checkpoint, save_checkpoint
 from pipeline.runs.folder import RunFolder
+from pipeline.training.cost import PeakMemory, run_cost
 from pipeline.training.lr_log import LRLog
 from pipeline.evaluation.device import resolve_channels_last, resolve_device, resolve_precision
 from pipeline.training.reproducibility import make_deterministic, rng_state, set_rng_state
@@ -121,13 +122,15 @@ def train(cfg: RunConfig, out_dir: str | Path | None = None, resume: bool = Fals
     log.info("%r\n%r\n%r", train_set, val_set, model)
 
     ctx = _Context(cfg, device, precision, channels_last, folder, progress, lr_log)
-    _run_epochs(ctx, state, model, loader, sampler, val_set, loss_fn, miner, optimizer, scheduler,
-                callbacks or [])
+    with PeakMemory(device) as memory:
+        _run_epochs(ctx, state, model, loader, sampler, val_set, loss_fn, miner, optimizer, scheduler,
+                    callbacks or [])
     summary = {"run_dir": str(out), "config_hash": config_hash(cfg), "epochs": state.epoch,
                "best_epoch": state.best_epoch, BEST_VAL_R1: state.best_recall1,
                # What "auto" resolved to on this machine (the config keeps "auto", and so the hash).
                "precision": precision, "channels_last": channels_last,
-               "final": state.history[-1] if state.history else {}}
+               "final": state.history[-1] if state.history else {},
+               "cost": run_cost(model, state.history, folder.validation_summary(), memory.peak_mb)}
     folder.summary.write_text(json.dumps(summary, indent=2))
     return summary
 

@@ -9,6 +9,7 @@ missing, failed or lack the data a figure needs are skipped and listed in a note
     qualitative.qualitative_retrievals paper 003 Fig. 4, paper 004 Fig. 4 (top-k of hard queries)
     places.training_places_sample     paper 004 Fig. 2 (a place seen at different times)
     tuning.write_tuning_figures       paper 003 Fig. 2 (Optuna: history, LR x WD, importances)
+    cost.recall_vs_cost               beyond the papers: Recall@1 against cost, Pareto front marked
 
 A new figure is one module here and one line in `write_figures`.
 """
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pipeline.reporting.figures.common import DPI, Style, label_styles
+from pipeline.reporting.figures.cost import recall_vs_cost
 from pipeline.reporting.figures.curves import recall_curves
 from pipeline.reporting.figures.lr import LRSchedule, describe_scheduler, lr_schedules, read_lr_schedule
 from pipeline.reporting.figures.places import training_places_sample
@@ -48,6 +50,8 @@ def write_figures(study: Study, cells: Sequence[CellResult], out_dir: str | Path
         written += recall_curves(study, cells, out_dir)
     if _differ_in_scheduler(cells):
         written += lr_schedules(cells, out_dir, name=f"{study.id}_lr_schedules")
+    if study.cost:
+        written += recall_vs_cost(cells, out_dir, name=f"{study.id}_recall_vs_cost")
     if study.qualitative and roots:
         order = {label: i for i, label in enumerate(study.qualitative)}
         chosen = sorted((c for c in cells if c.label in order), key=lambda c: order[c.label])

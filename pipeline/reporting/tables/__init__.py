@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from pipeline.reporting.tables.benchmarks import benchmark_tables
 from pipeline.reporting.tables.cells import group_by_label
+from pipeline.reporting.tables.cost import cost_table
 from pipeline.reporting.tables.layouts import (METRICS, RANK_DATASETS, TOP_K, final_table, per_epoch_table,
                                                published_vs_reproduced, top_k_table)
 from pipeline.reporting.tables.render import (LATEX_PACKAGES, MISSING_MD, MISSING_TEX, Entry, Row, Table,
@@ -65,4 +66,6 @@ def _all_tables(study: Study, cells: Sequence[CellResult]) -> list[Table]:
         tables.append(published_vs_reproduced(study, cells))
     if study.benchmarks:
         tables += benchmark_tables(study, cells)
+    if study.cost:
+        tables.append(cost_table(study, cells))
     return tables
