@@ -14,7 +14,7 @@ from pathlib import Path
 # What a run imports on first use (the best model's logging, losses and miners, backbones, the
 # trainer and its evaluation), loaded here once so that the first run finds them in sys.modules.
 WARM_MODULES = ("mlflow.pytorch", "pytorch_metric_learning.losses", "pytorch_metric_learning.miners",
-                "torchvision.models", "pipeline.evaluation.from_checkpoint", "pipeline.execution.run",
+                "torchvision.models", "timm.models", "pipeline.evaluation.from_checkpoint", "pipeline.execution.run",
                 "pipeline.training.trainer")
 
 
