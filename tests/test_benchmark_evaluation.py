@@ -53,6 +53,11 @@ def test_a_study_with_benchmarks_is_tested_on_them_by_the_evaluate_stage(embedde
         assert r.info.end_time == before[h]                     # tested, not retrained
     again = vpr(project, "sweep", "evaluate")
     assert "0 to test" in again.stdout                           # nothing left: no work the second time
+    # The evaluate stage reopens the studies' parent runs and ends them again: nothing stays RUNNING.
+    store = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+    every = store.search_runs([store.get_experiment_by_name("vpr-sweep").experiment_id])
+    assert {r.info.status for r in every} == {"FINISHED"}
+    assert any(r.data.tags.get("vpr.kind") == "study" for r in every)
 
     # Any finished run, any benchmark, by hand: recorded in that run.
     run_id = next(iter(runs.values()))[0].info.run_id
