@@ -298,3 +298,31 @@ def test_workers_split_the_cores_or_take_one_gpu_each(monkeypatch):
     assert worker_env(3, 4, devices=2)["CUDA_VISIBLE_DEVICES"] == "1"
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
     assert worker_env(0, 2, devices=0)["OMP_NUM_THREADS"] == "3"  # the user's setting wins
+
+
+def test_an_epoch_checkpointed_but_not_yet_recorded_is_not_lost(embedded_root, tmp_path):
+    """A worker killed right after saving an epoch's checkpoint (before the history file and the
+    MLflow record) resumes without losing that epoch's metrics: they come from the checkpoint."""
+    from pipeline.config import config_from_dict
+    from pipeline.runs.folder import RunFolder
+    from pipeline.training.trainer import train
+
+    project = make_project(tmp_path, embedded_root, ["avg"], epochs=2)
+    planned = json.loads(vpr(project, "sweep", "plan", "--json").stdout)["runs"][0]
+    folder = RunFolder(project / "runs" / planned["config_hash"])
+
+    class Killed(Exception):
+        pass
+
+    def killed(epoch: int, metrics: dict) -> None:  # stands in for SIGKILL after epoch 0's checkpoint
+        raise Killed
+
+    with pytest.raises(Killed):
+        train(config_from_dict(planned["config"]), out_dir=folder.path, progress=False, callbacks=[killed])
+    folder.history.unlink()  # written after the checkpoint: absent at such a kill
+    resumed = vpr(project, "sweep", "run")
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    (run,) = finished_runs(project)[planned["config_hash"]]
+    client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+    steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, "val_recall_at_1"))
+    assert steps == [0, 1]

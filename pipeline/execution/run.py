@@ -119,11 +119,15 @@ def _train_and_test(tracker: Tracker, run_id: str, spec: RunSpec, folder: RunFol
 
 
 def _log_missing_epochs(tracker: Tracker, run_id: str, folder: RunFolder) -> None:
-    """Log the checkpointed epochs MLflow lacks: the trainer saves an epoch (checkpoint, history)
-    before its callbacks run, so a worker killed in between resumes after an unlogged epoch."""
+    """Log the checkpointed epochs MLflow lacks. The trainer saves an epoch's checkpoint, then its
+    history file, then runs its callbacks (the MLflow logger): a worker killed in between resumes
+    after an epoch MLflow never saw. The epoch records are read from the checkpoint itself, which
+    holds them (its `history`), so even a kill before the history file was written loses none."""
+    from pipeline.models.checkpoints import load_checkpoint
+
     logged = {m.step for m in tracker.metric_history(run_id, VAL_R1)}
     log_epoch = epoch_logger(tracker, run_id)
-    for record in folder.read_history():
+    for record in load_checkpoint(folder.last_checkpoint, map_location="cpu").get("history", []):
         if int(record["epoch"]) not in logged:
             log_epoch(int(record["epoch"]), record)
 
