@@ -297,3 +297,17 @@ def test_data_check_and_stats_accept_every_benchmark_and_name_a_bad_file(embedde
     victim.write_bytes(victim.read_bytes()[:100])  # truncated
     report = check_dataset(broken, progress=False)
     assert [p.path for p in report.errors] == [str(victim)]
+
+
+def test_an_interrupted_generation_leaves_nothing_that_looks_like_a_benchmark(tmp_path):
+    from pipeline.data.synthetic.benchmarks import generate_benchmarks
+
+    out = tmp_path / "benchmarks"
+    generate_benchmarks(out, ["sped"], seed=0, scale="demo", image_size=32, progress=False)
+    # A generation killed mid-way leaves its temporary folder, never a half-filled `<key>/`.
+    partial = out / ".tokyo247.partial" / "images" / "test" / "queries"
+    partial.mkdir(parents=True)
+    (partial / downloader_name(0, 0, note="queries0")).write_bytes(b"")
+    assert set(discover(out)) == {"sped/test"}
+    generate_benchmarks(out, ["tokyo247"], seed=0, scale="demo", image_size=32, progress=False)
+    assert set(discover(out)) == {"sped/test", "tokyo247/test"} and not (out / ".tokyo247.partial").exists()
