@@ -66,8 +66,13 @@ def recall_vs_cost(cells: Sequence[CellResult], out_dir: str | Path, *, name: st
         front = pareto_front(points)
         for i, (c, (x, y)) in enumerate(zip(shown, points)):
             style = styles[c.label]
-            ax.scatter([x], [y], color=style.color, marker=style.marker, s=60 if i in front else 30,
-                       edgecolors="black" if i in front else "none", zorder=3, label=c.label)
+            # The label's secondary part (e.g. the backbone of "DINOv2-B / BoQ") is the fill: solid
+            # for the first value, hollow for the others, as it is the line style elsewhere.
+            hollow = style.linestyle != "-"
+            if i in front:  # a black ring around the cells of the front
+                ax.scatter([x], [y], marker="o", s=220, facecolors="none", edgecolors="black", linewidths=1, zorder=2)
+            ax.scatter([x], [y], marker=style.marker, s=45, facecolors="none" if hollow else style.color,
+                       edgecolors=style.color, linewidths=1.5 if hollow else 1, zorder=3, label=c.label)
         if len(front) > 1:
             ax.plot([points[i][0] for i in front], [points[i][1] for i in front], color="0.4", linestyle="--",
                     linewidth=1, zorder=2, label="Pareto front")
@@ -82,7 +87,7 @@ def recall_vs_cost(cells: Sequence[CellResult], out_dir: str | Path, *, name: st
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="upper center", ncol=min(4, len(labels)), fontsize=8,
                bbox_to_anchor=(0.5, 1.12))
-    add_note(fig, ["Outlined: on the Pareto front (no other cell is both cheaper and better). Extraction "
+    add_note(fig, ["Ringed: on the Pareto front (no other cell is both cheaper and better). Extraction "
                    "time at the evaluation size on the machine that trained the run."]
              + skipped_note(cells, reasons))
     return save_figure(fig, Path(out_dir) / name)
