@@ -181,7 +181,7 @@ def test_malformed_overrides() -> None:
     ("miner.name=hard", "miner.name: unknown miner 'hard' (valid: none, multisimilarity, angular, batchhard, "
                         "batcheasyhard, uniformhistogram)"),
     ("optimizer.name=adamax", "optimizer.name: unknown optimizer 'adamax' (valid: adam, adamw, sgd, asgd)"),
-    ("scheduler.name=step", "scheduler.name: unknown scheduler 'step' (valid: none, multistep, plateau, cosine, cyclic)"),
+    ("scheduler.name=step", "scheduler.name: unknown scheduler 'step' (valid: none, multistep, plateau, cosine, cyclic, linear)"),
     ("model.aggregator.name=netvlad", "model.aggregator.name: unknown aggregator 'netvlad' (valid: avg, gem, "
                                       "mixvpr, cosplace, convap, boq, salad)"),
     ("model.backbone=vgg16", "model.backbone:"),

@@ -62,7 +62,8 @@ def read_split(folder: str | Path, radius: float = 25.0, parameter: str = "split
     """The evaluation split in `folder` (any format; a benchmark's root is searched with `find_split`)."""
     folder = Path(folder)
     kind = split_format(folder) if folder.is_dir() else None
-    if kind is None and folder.is_dir():
+    half_a_split = folder.is_dir() and (database_folder(folder) is not None or (folder / "queries").is_dir())
+    if kind is None and folder.is_dir() and not half_a_split:  # a benchmark's root: find its split
         folder = find_split(folder)
         kind = split_format(folder)
     if kind == NPY:
