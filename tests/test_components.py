@@ -45,7 +45,7 @@ def test_registry_names_are_the_documented_ones() -> None:
     assert list(LOSSES) == ["contrastive", "triplet", "multisimilarity", "angular", "fastap", "ntxent"]
     assert list(MINERS) == ["none", "multisimilarity", "angular", "batchhard", "batcheasyhard", "uniformhistogram"]
     assert list(OPTIMIZERS) == ["adam", "adamw", "sgd", "asgd"]
-    assert list(SCHEDULERS) == ["none", "multistep", "plateau", "cosine", "cyclic"]
+    assert list(SCHEDULERS) == ["none", "multistep", "plateau", "cosine", "cyclic", "linear"]
     assert list(DISTANCES) == ["dot", "cosine", "euclidean", "squared_euclidean"]
 
 

@@ -323,10 +323,12 @@ def test_write_tables_and_markdown(studies, tmp_path):
     study = studies["s003_table2_poolings"]
     cells = synthetic_cells(study)
     paths = write_tables(study, cells, tmp_path / "tables")
-    assert [p.name for p in paths] == ["s003_table2_poolings.tex", "s003_table2_poolings_published.tex"]
+    assert [p.name for p in paths] == ["s003_table2_poolings.tex", "s003_table2_poolings_published.tex",
+                                       # its `benchmarks: all`: nine benchmarks, four per table
+                                       *(f"s003_table2_poolings_benchmarks_{i}.tex" for i in (1, 2, 3))]
     assert all(p.read_text().startswith(r"\begin{table}") for p in paths)
     md = markdown_section(study, cells)
-    assert md.startswith("### s003_table2_poolings") and "| ---: |" in md and md.count("**s003_table2_poolings") == 2
+    assert md.startswith("### s003_table2_poolings") and "| ---: |" in md and md.count("**s003_table2_poolings") == 5
 
 
 # ---------------------------------------------------------------------------------------------
