@@ -176,6 +176,9 @@ def _execute(ctx: SweepContext, test: bool, only_evaluate: bool, plan_path: str 
             write_plan(ctx.planned, plan_path, ctx.profile_name)
         parents = study_parent_runs(tracker, sorted({s for p in ctx.planned for s in p.studies}))
         todo = _todo(ctx, tracker, only_evaluate)
+        unprovided = sorted({k for keys in ctx.benchmarks_of.values() for k in keys} - set(ctx.benchmark_roots))
+        if only_evaluate and unprovided:  # asked for by a study, but the profile has no folder for them
+            print(f"not tested (no folder in the profile's benchmarks: section): {', '.join(unprovided)}", flush=True)
         print(f"{len(ctx.planned)} distinct runs, {len(todo)} to {'test' if only_evaluate else 'execute'}, "
               f"{executor.describe()}; MLflow store {ctx.tracking_uri}", flush=True)
         start = time.time()
