@@ -288,6 +288,7 @@ def test_runs_record_their_cost_and_the_report_sets_it_next_to_recall(embedded_r
         assert m["cost_params_total"] >= m["cost_params_trainable"] > 0
         assert m["cost_extraction_ms_per_image"] > 0 and m["cost_peak_memory_mb"] > 50
         assert m["cost_train_images_per_second"] > 0
+        assert r.data.tags["vpr.precision"] in ("fp32", "bf16") and r.data.tags["vpr.device"].startswith("cpu: ")
     report = vpr(project, "report", "--out", "reports", "--quiet")
     assert report.returncode == 0, report.stderr
     tex = (project / "reports" / "tables" / "t_aggregators_cost.tex").read_text()

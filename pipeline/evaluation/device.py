@@ -50,3 +50,19 @@ def resolve_channels_last(setting: bool | str, device: torch.device) -> bool:
     if setting in (True, False):
         return bool(setting)
     return device.type == "cuda" or getattr(torch.cpu, "_is_avx2_supported", lambda: False)()
+
+
+def describe_device(device: torch.device) -> str:
+    """The hardware a run computed on, for its record: the GPU's name, or the CPU's model with
+    whether it has bf16 in hardware (the two kinds of CPU give different bf16 results)."""
+    if device.type == "cuda":
+        return f"cuda: {torch.cuda.get_device_name(device)}"
+    model = ""
+    try:
+        with open("/proc/cpuinfo") as info:
+            model = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), "")
+    except OSError:
+        pass
+    import platform
+
+    return f"cpu: {model or platform.processor() or platform.machine()} ({'native' if cpu_has_native_bf16() else 'no'} bf16)"

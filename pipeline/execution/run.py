@@ -110,7 +110,9 @@ def _train_and_test(tracker: Tracker, run_id: str, spec: RunSpec, folder: RunFol
                         callbacks=[epoch_logger(tracker, run_id)])
     best = safe_metrics(summary)
     cost = {f"{COST_PREFIX}{k}": v for k, v in summary.get("cost", {}).items()}  # training.cost
-    tracker.log(run_id, metrics={BEST_VAL_R1: best[BEST_VAL_R1], "best_epoch": best["best_epoch"], **cost})
+    tracker.log(run_id, metrics={BEST_VAL_R1: best[BEST_VAL_R1], "best_epoch": best["best_epoch"], **cost},
+                # what "auto" resolved to, and on which hardware: runs of one config may differ there
+                tags={"vpr.precision": summary.get("precision", ""), "vpr.device": summary.get("device", "")})
     for name in ARTIFACT_FILES:
         tracker.log_artifact(run_id, folder.path / name)  # absent files are skipped
     tracker.log_artifact(run_id, folder.validation_result, predictions_artifact(VALIDATION.folder))

@@ -35,7 +35,7 @@ from pipeline.models.checkpoints import load_checkpoint, save_checkpoint
 from pipeline.runs.folder import RunFolder
 from pipeline.training.cost import PeakMemory, run_cost
 from pipeline.training.lr_log import LRLog
-from pipeline.evaluation.device import resolve_channels_last, resolve_device, resolve_precision
+from pipeline.evaluation.device import describe_device, resolve_channels_last, resolve_device, resolve_precision
 from pipeline.training.reproducibility import make_deterministic, rng_state, set_rng_state
 
 log = logging.getLogger(__name__)
@@ -128,7 +128,7 @@ def train(cfg: RunConfig, out_dir: str | Path | None = None, resume: bool = Fals
     summary = {"run_dir": str(out), "config_hash": config_hash(cfg), "epochs": state.epoch,
                "best_epoch": state.best_epoch, BEST_VAL_R1: state.best_recall1,
                # What "auto" resolved to on this machine (the config keeps "auto", and so the hash).
-               "precision": precision, "channels_last": channels_last,
+               "precision": precision, "channels_last": channels_last, "device": describe_device(device),
                "final": state.history[-1] if state.history else {},
                "cost": run_cost(model, state.history, folder.validation_summary(), memory.peak_mb)}
     folder.summary.write_text(json.dumps(summary, indent=2))
