@@ -35,6 +35,7 @@ from pipeline.data.augment import AugmentConfig
 from pipeline.errors import (
     ConfigError,
     format_validation_error,
+    UserError,
     read_yaml,
 )
 from pipeline.components.losses import (
@@ -48,7 +49,7 @@ from pipeline.components.optim import MultiStepConfig, OptimizerConfig, Schedule
 from pipeline.models.aggregators import AGGREGATORS
 from pipeline.config_layers import COMPONENT_SECTIONS, merge, nest_dotted, parse_overrides
 from pipeline.config_sections import DataConfig, EvaluationConfig, ModelConfig, Section, TrainingConfig
-from pipeline.models.dinov2 import PATCH
+from pipeline.models.dinov2 import check_patch_multiple
 
 __all__ = [
     "AGGREGATORS", "ConfigError", "DataConfig", "EvaluationConfig", "ModelConfig", "NON_SEMANTIC_FIELDS",
@@ -124,10 +125,10 @@ class RunConfig(Section):
                 f"sized to the training feature map")
         if self.model.is_vit:
             for what, size in (("data.image_size", self.data.image_size), ("evaluation.resize", self.evaluation.resize)):
-                if any(side % PATCH for side in size):
-                    near = [max(PATCH, round(side / PATCH) * PATCH) for side in size]
-                    problems.append(f"{what} {list(size)}: a DINOv2 backbone needs sides that are multiples of "
-                                    f"{PATCH} (its patch size), e.g. {near}")
+                try:
+                    check_patch_multiple(size, what)  # the backbone's own rule, defined once there
+                except UserError as err:
+                    problems.append(str(err))
         if self.evaluation.top_k < max(self.evaluation.recall_at):
             problems.append(f"evaluation.top_k ({self.evaluation.top_k}) must be >= the largest "
                             f"evaluation.recall_at ({max(self.evaluation.recall_at)}) so saved predictions "

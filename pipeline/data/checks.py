@@ -10,7 +10,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from pipeline.data.benchmarks.catalog import NPY
-from pipeline.data.benchmarks.formats import (DOWNLOADER_LAYOUT, NPY_LAYOUT, database_folder, read_npy_split,
+from pipeline.data.benchmarks.formats import (DOWNLOADER_LAYOUT, NPY_LAYOUT, XS, database_folder, read_npy_split,
                                               split_format, split_images)
 from pipeline.data.formats import FormatError, parse_image_name, parse_utm
 from pipeline.data.index import (EVAL_LAYOUT, TRAIN_LAYOUT, DatasetLayoutError, compute_positives,
@@ -125,7 +125,7 @@ def _check_eval(key: str, folder: Path, radius: float, decode: bool, progress: b
     if split_format(folder) == NPY:
         _check_npy(key, folder, decode, progress, report)
         return
-    downloader = split_format(folder) not in (None, "xs")
+    downloader = split_format(folder) not in (None, XS)
     layout = DOWNLOADER_LAYOUT if downloader else EVAL_LAYOUT
     parts = {}
     for sub in ("database", "queries"):

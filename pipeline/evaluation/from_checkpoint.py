@@ -49,18 +49,11 @@ def evaluate_model(model: nn.Module, cfg: RunConfig, dataset: str | Path, out_di
                    interpolation: str | None = None, batch_size: int = 64, num_workers: int = 0,
                    progress: bool = True) -> dict[str, Any]:
     """`evaluate_checkpoint` for a network already loaded (one load serves every test set)."""
-    dev = resolve_device(device)
     size = tuple(resize) if resize else tuple(cfg.evaluation.resize)
-    interp = interpolation or cfg.evaluation.interpolation
-    ds = EvalDataset(dataset, size, interp, cfg.evaluation.positive_radius_m, parameter="--dataset")
-    result = evaluate(model, ds, recall_at=cfg.evaluation.recall_at, top_k=cfg.evaluation.top_k,
-                      batch_size=batch_size, device=dev, num_workers=num_workers,
-                      precision=resolve_precision(cfg.training.precision, dev),
-                      channels_last=resolve_channels_last(cfg.training.channels_last, dev),
-                      resize={"size": list(size), "interpolation": interp}, progress=progress)
-    if out_dir:
-        result.save(out_dir)
-    return result.to_dict()
+    ds = EvalDataset(dataset, size, interpolation or cfg.evaluation.interpolation, cfg.evaluation.positive_radius_m,
+                     parameter="--dataset")
+    return _evaluate_dataset(model, cfg, ds, cfg.evaluation.recall_at, cfg.evaluation.top_k, batch_size, device, num_workers,
+                     progress, out_dir)
 
 
 def evaluate_on_benchmark(model: nn.Module, cfg: RunConfig, root: str | Path, protocol: ProtocolConfig,
@@ -68,15 +61,23 @@ def evaluate_on_benchmark(model: nn.Module, cfg: RunConfig, root: str | Path, pr
                           progress: bool = True) -> dict[str, Any]:
     """A loaded network on one benchmark folder (any format) under `protocol`; the result's summary
     with the protocol it ran under (`protocol`, and the image size it resolved to)."""
-    dev = resolve_device(device)
     ds = EvalDataset(root, None, protocol.interpolation or cfg.evaluation.interpolation,
                      protocol.positive_radius_m, parameter="--benchmark")
     ds.image_size = resolve_resize(protocol, tuple(cfg.evaluation.resize), ds.database_paths[0])
-    result = evaluate(model, ds, recall_at=protocol.recall_at, top_k=protocol.top_k,
-                      batch_size=protocol.batch_size, device=dev, num_workers=num_workers,
-                      precision=resolve_precision(cfg.training.precision, dev),
+    summary = _evaluate_dataset(model, cfg, ds, protocol.recall_at, protocol.top_k, protocol.batch_size, device, num_workers,
+                        progress, out_dir)
+    return {**summary, "protocol": {**protocol.model_dump(), "resize": list(ds.image_size)}}
+
+
+def _evaluate_dataset(model: nn.Module, cfg: RunConfig, ds: EvalDataset, recall_at: list[int], top_k: int, batch_size: int,
+              device: str, num_workers: int, progress: bool, out_dir: str | Path | None) -> dict[str, Any]:
+    """`ds` through `model` at the run's precision and memory format on `device`; the result saved
+    to `out_dir` when given; its summary."""
+    dev = resolve_device(device)
+    result = evaluate(model, ds, recall_at=recall_at, top_k=top_k, batch_size=batch_size, device=dev,
+                      num_workers=num_workers, precision=resolve_precision(cfg.training.precision, dev),
                       channels_last=resolve_channels_last(cfg.training.channels_last, dev),
                       resize={"size": list(ds.image_size), "interpolation": ds.interpolation}, progress=progress)
     if out_dir:
         result.save(out_dir)
-    return {**result.to_dict(), "protocol": {**protocol.model_dump(), "resize": list(ds.image_size)}}
+    return result.to_dict()

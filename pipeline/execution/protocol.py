@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Literal, Union
 
 from pipeline.errors import UserError
+from pipeline.runs.folder import RunFolder
 
 Outcome = Literal["finished", "busy", "failed"]
 FINISHED: Outcome = "finished"
@@ -59,8 +60,6 @@ class RunSpec:
     @property
     def log_path(self) -> Path | None:
         """Where the worker sends its output while executing this run."""
-        from pipeline.runs.folder import RunFolder
-
         return RunFolder(Path(self.run_dir)).worker_log
 
 

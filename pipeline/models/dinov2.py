@@ -46,7 +46,7 @@ def check_patch_multiple(image_size: Sequence[int], what: str = "data.image_size
     bad = [s for s in image_size if int(s) % PATCH]
     if bad:
         near = [max(PATCH, round(int(s) / PATCH) * PATCH) for s in image_size]
-        raise DinoV2Error(f"{what} {list(image_size)}: a DINOv2 backbone needs sides that are multiples of "
+        raise DinoV2Error(f"{what} {[int(s) for s in image_size]}: a DINOv2 backbone needs sides that are multiples of "
                           f"{PATCH} (its patch size), e.g. {near}")
 
 

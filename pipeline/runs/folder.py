@@ -37,7 +37,7 @@ from typing import Any
 __all__ = [
     "ARTIFACT_FILES", "BEST_CHECKPOINT", "CONFIG", "ERROR", "HISTORY", "LAST_CHECKPOINT", "LR_SCHEDULE",
     "PREDICTIONS_ARTIFACT", "RESULT_PREDICTIONS", "RESULT_SUMMARY", "RunBusy", "RunFolder", "SPEC", "SUMMARY",
-    "WORKER_LOG", "predictions_artifact", "read_config_file", "read_history_file",
+    "WORKER_LOG", "predictions_artifact",
 ]
 
 CONFIG = "config.yaml"
@@ -75,18 +75,6 @@ class RunBusy(RuntimeError):
 def predictions_artifact(split_folder: str) -> str:
     """MLflow artifact path of a run's evaluation result on one split: `predictions/<folder>`."""
     return f"{PREDICTIONS_ARTIFACT}/{split_folder}"
-
-
-def read_history_file(path: Path) -> list[dict[str, Any]]:
-    """Per-epoch records of a `history.json` (a run folder's or its MLflow copy); [] if absent."""
-    return json.loads(path.read_text()) if path.is_file() else []
-
-
-def read_config_file(path: Path) -> dict[str, Any] | None:
-    """A `config.yaml` as a plain dict (a run folder's or its MLflow copy); None if absent."""
-    import yaml
-
-    return yaml.safe_load(path.read_text()) if path.is_file() else None
 
 
 @dataclass(frozen=True)
@@ -150,11 +138,13 @@ class RunFolder:
     # -- reading -------------------------------------------------------------------------------
     def read_history(self) -> list[dict[str, Any]]:
         """Per-epoch records written so far ([] before the first epoch ends)."""
-        return read_history_file(self.history)
+        return json.loads(self.history.read_text()) if self.history.is_file() else []
 
     def read_config(self) -> dict[str, Any] | None:
         """The run config as a plain dict, or None when absent."""
-        return read_config_file(self.config)
+        import yaml
+
+        return yaml.safe_load(self.config.read_text()) if self.config.is_file() else None
 
     def read_summary(self) -> dict[str, Any] | None:
         """The finished training's summary, or None when training has not finished."""

@@ -47,11 +47,6 @@ class Benchmark:
     rule: str                   # how the ground truth is built, in one sentence
     source: str                 # where that rule is written
 
-    @property
-    def metric_infix(self) -> str:
-        """The infix of its MLflow metrics: `test_<infix>_recall_at_<n>`."""
-        return self.key
-
 
 BENCHMARKS: dict[str, Benchmark] = {b.key: b for b in (
     Benchmark("pitts30k", "Pitts30k", 10_000, 6_816, (DOWNLOADER, NPY), "pitts30k_test", "17T",
@@ -103,7 +98,7 @@ def benchmark(key: str) -> Benchmark:
 
 def benchmark_metric(key: str, n: int) -> str:
     """The MLflow key of Recall@n on benchmark `key`: `test_<key>_recall_at_<n>`."""
-    return f"test_{benchmark(key).metric_infix}_recall_at_{n}"
+    return f"test_{benchmark(key).key}_recall_at_{n}"
 
 
 def benchmark_keys(text: str) -> list[str]:

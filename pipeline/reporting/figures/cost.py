@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from matplotlib.figure import Figure
 from matplotlib.ticker import FormatStrFormatter, NullFormatter
 
+from pipeline.data.catalog import SPLITS
 from pipeline.reporting.figures.common import add_note, label_styles, save_figure, skipped_note
 
 if TYPE_CHECKING:
@@ -35,8 +36,6 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
 
 def recall_of(cell: CellResult) -> tuple[str, float] | None:
     """(split title, Recall@1) the figure plots: SF-XS test when recorded, else the best validation."""
-    from pipeline.data.catalog import SPLITS
-
     for key in ("sf_xs_test", "sf_xs_val"):
         value = cell.final.get(key, {}).get(1)
         if value is not None:

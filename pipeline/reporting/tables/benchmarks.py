@@ -9,11 +9,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Final
 
-import numpy as np
 
 from pipeline.data.benchmarks import BENCHMARKS
-from pipeline.reporting.tables.cells import (caption, finished, group_by_label, label_parts, mark_column, part_headers,
-                                             value_entry, why_missing)
+from pipeline.reporting.tables.cells import (caption, finished, group_by_label, label_parts, mark_column, mean_hits,
+                                             part_headers, value_entry, why_missing)
 from pipeline.reporting.tables.render import Entry, Row, Table
 
 if TYPE_CHECKING:
@@ -22,15 +21,6 @@ if TYPE_CHECKING:
 
 BENCHMARK_METRICS: Final = (1, 5, 10)
 PER_TABLE: Final = 4   # benchmarks per table: 12 value columns still read at a page's width
-
-
-def _mean_benchmark_hits(results: Sequence[CellResult], key: str, n: int) -> np.ndarray | None:
-    """Per-query hits at N on benchmark `key`, averaged over the finished seeds that have them."""
-    columns = [np.asarray(r.benchmark_hits[key])[:, r.benchmark_ns[key].index(n)].astype(np.float64)
-               for r in finished(results) if key in r.benchmark_hits and n in r.benchmark_ns.get(key, [])]
-    if not columns or any(len(c) != len(columns[0]) for c in columns):
-        return None
-    return np.mean(columns, axis=0)
 
 
 def benchmark_tables(study: Study, cells: Sequence[CellResult]) -> list[Table]:
@@ -53,7 +43,7 @@ def benchmark_table(study: Study, cells: Sequence[CellResult], keys: Sequence[st
             for n in BENCHMARK_METRICS:
                 values = [r.benchmark_recalls[key][n] for r in finished(results)
                           if n in r.benchmark_recalls.get(key, {})]
-                hits = _mean_benchmark_hits(results, key, n)
+                hits = mean_hits(results, key, n, benchmark=True)
                 col_hits.setdefault(len(entries), {})
                 if hits is not None:
                     col_hits[len(entries)][i] = hits

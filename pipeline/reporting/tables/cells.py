@@ -39,17 +39,19 @@ def finished(results: Sequence[CellResult]) -> list[CellResult]:
     return [r for r in results if r.status == "finished"]
 
 
-def mean_hits(results: Sequence[CellResult], dataset: str, n: int) -> np.ndarray | None:
-    """Per-query hits at N averaged over the finished seeds that have them, or None.
+def mean_hits(results: Sequence[CellResult], dataset: str, n: int, benchmark: bool = False) -> np.ndarray | None:
+    """Per-query hits at N averaged over the finished seeds that have them, or None; of an
+    evaluation split, or with `benchmark` of a standard benchmark.
 
     Seeds with a different query count are ignored rather than mixed (same queries are required).
     """
     columns = []
     for r in finished(results):
-        h = (r.hits or {}).get(dataset)
-        if h is None or n not in list(r.ns or []):
+        h = (r.benchmark_hits if benchmark else r.hits or {}).get(dataset)
+        ns = list(r.benchmark_ns.get(dataset, []) if benchmark else r.ns or [])
+        if h is None or n not in ns:
             continue
-        columns.append(np.asarray(h)[:, list(r.ns).index(n)].astype(np.float64))
+        columns.append(np.asarray(h)[:, ns.index(n)].astype(np.float64))
     if not columns:
         return None
     q = columns[0].shape[0]
